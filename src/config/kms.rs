@@ -1,0 +1,71 @@
+//! Decrypts `ENCRYPTED_VARIABLES` with AWS KMS (`Decrypt`, in `AWS_REGION`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use base64::Engine as _;
+use secrecy::SecretString;
+
+use super::ConfigError;
+
+/// Something that turns a KMS ciphertext into its UTF-8 plaintext.
+pub trait Decrypter {
+    /// Decrypts one ciphertext. The error text must not contain the ciphertext.
+    fn decrypt(&self, ciphertext: Vec<u8>) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+/// A decrypter for configurations without encrypted variables; refuses any ciphertext.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDecrypter;
+
+impl Decrypter for NoDecrypter {
+    async fn decrypt(&self, _ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+        Err("no KMS client is configured".into())
+    }
+}
+
+/// The AWS KMS client.
+#[derive(Debug, Clone)]
+pub struct KmsDecrypter {
+    client: aws_sdk_kms::Client,
+}
+
+impl KmsDecrypter {
+    /// A decrypter using the shared AWS configuration (region, profile, endpoint).
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self { client: aws_sdk_kms::Client::new(sdk) }
+    }
+}
+
+impl Decrypter for KmsDecrypter {
+    async fn decrypt(&self, ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+        let out = self
+            .client
+            .decrypt()
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
+            .send()
+            .await
+            .map_err(|e| crate::aws::error_text(&e))?;
+        out.plaintext.map(|b| b.into_inner()).ok_or_else(|| "KMS returned no plaintext".to_string())
+    }
+}
+
+/// Decrypts every `(name, base64 ciphertext)`; the first failure names its variable.
+pub async fn decrypt_all(
+    kms: &impl Decrypter,
+    encrypted: &BTreeMap<String, String>,
+) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    let mut out = Vec::with_capacity(encrypted.len());
+    for (name, b64) in encrypted {
+        let kms_error = |reason: String| ConfigError::Kms { name: name.clone(), reason };
+        let compact: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+        let ciphertext = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| kms_error("the value is not base64".into()))?;
+        let plaintext = kms.decrypt(ciphertext).await.map_err(kms_error)?;
+        let text =
+            String::from_utf8(plaintext).map_err(|_| kms_error("the plaintext is not UTF-8".into()))?;
+        out.push((name.clone(), SecretString::from(text)));
+    }
+    Ok(out)
+}

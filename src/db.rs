@@ -1,0 +1,232 @@
+//! Database connections shared by the source and the enrichment stages: TLS modes,
+//! connect and statement timeouts, retries of transient failures, and error text that
+//! never echoes a row value or a bound parameter.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+
+use crate::config::{DbSettings, SslMode};
+use crate::retry::{RetryPolicy, retry};
+
+/// A database failure, already scrubbed of values.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    /// What went wrong, with quoted values and long digit runs removed.
+    pub message: String,
+    /// Whether trying again may help (connection loss, timeouts, pool exhaustion).
+    pub transient: bool,
+}
+
+impl DbError {
+    /// Wraps a driver error: keeps its kind and SQLSTATE, scrubs its text.
+    pub fn from_sqlx(err: &sqlx::Error) -> Self {
+        let transient = matches!(
+            err,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        ) || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient_sqlstate(&c)));
+        let message = match err {
+            sqlx::Error::Database(db) => format!(
+                "database error{}: {}",
+                db.code().map(|c| format!(" {c}")).unwrap_or_default(),
+                scrub(db.message())
+            ),
+            sqlx::Error::ColumnDecode { index, .. } => {
+                format!("cannot decode column {index} (an unexpected type or an invalid value)")
+            }
+            other => scrub(&other.to_string()),
+        };
+        Self { message, transient }
+    }
+
+    /// A statement that did not finish within the statement timeout.
+    pub fn timed_out(after: Duration) -> Self {
+        Self { message: format!("statement timed out after {}s", after.as_secs()), transient: true }
+    }
+}
+
+/// SQLSTATEs worth a retry: connection failures, serialization, admin shutdown, lock
+/// waits, MySQL's "server has gone away" family.
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("40")
+        || code == "57P01"
+        || code == "57P02"
+        || code == "57P03"
+        || code == "53300"
+}
+
+/// Removes what a database message may echo: quoted values and runs of 5+ digits
+/// (barcodes, patron ids, keys), keeping the message's shape for debugging.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' => {
+                // Skip to the matching quote (or the end), leaving a marker.
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                out.push(c);
+                out.push('…');
+                out.push(c);
+            }
+            d if d.is_ascii_digit() => {
+                let mut run = String::from(d);
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_digit() {
+                        run.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if run.len() >= 5 { out.push_str("#####") } else { out.push_str(&run) }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Runs a query future under the statement timeout, scrubbing its error.
+pub async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
+        Err(_) => Err(DbError::timed_out(timeout)),
+    }
+}
+
+/// Connection options for Envisionware (MySQL/MariaDB).
+pub fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
+    let mut opts = MySqlConnectOptions::new()
+        .host(&db.host)
+        .port(db.port)
+        .username(&db.user)
+        .password(db.password.expose_secret())
+        .database(&db.database)
+        .charset("utf8mb4")
+        // Leave the server's time zone and SQL mode alone: pcrDateTime is a naive local
+        // time and NOW() must be the server's own clock.
+        .timezone(None)
+        .pipes_as_concat(false)
+        .no_engine_substitution(false)
+        .ssl_mode(match db.ssl_mode {
+            SslMode::Disable => MySqlSslMode::Disabled,
+            SslMode::Prefer => MySqlSslMode::Preferred,
+            SslMode::Require => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+        });
+    if let Some(ca) = &db.ssl_root_cert {
+        opts = opts.ssl_ca(ca);
+    }
+    opts
+}
+
+/// Connection options for Sierra (PostgreSQL) or, with `redshift`, for Redshift, which
+/// rejects `extra_float_digits` and server-side statement options at startup.
+pub fn pg_options(db: &DbSettings, redshift: bool, statement_timeout: Duration) -> PgConnectOptions {
+    let mut opts = PgConnectOptions::new_without_pgpass()
+        .host(&db.host)
+        .port(db.port)
+        .username(&db.user)
+        .password(db.password.expose_secret())
+        .database(&db.database)
+        .ssl_mode(match db.ssl_mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        })
+        .statement_cache_capacity(0);
+    if let Some(ca) = &db.ssl_root_cert {
+        opts = opts.ssl_root_cert(ca);
+    }
+    if redshift {
+        opts = opts.extra_float_digits(None);
+    } else {
+        opts = opts
+            .application_name("pc-reserve-poller")
+            .options([("statement_timeout", format!("{}", statement_timeout.as_millis()))]);
+    }
+    opts
+}
+
+/// Opens a small MySQL pool, retrying transient connection failures.
+pub async fn connect_mysql(
+    db: &DbSettings,
+    connect_timeout: Duration,
+    policy: &RetryPolicy,
+) -> Result<MySqlPool, DbError> {
+    let opts = mysql_options(db);
+    retry(
+        policy,
+        "Envisionware connect",
+        |e: &DbError| e.transient,
+        || {
+            let opts = opts.clone();
+            async move {
+                MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(connect_timeout)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| DbError::from_sqlx(&e))
+            }
+        },
+    )
+    .await
+}
+
+/// Opens a small PostgreSQL pool, retrying transient connection failures.
+pub async fn connect_pg(
+    what: &str,
+    opts: PgConnectOptions,
+    connect_timeout: Duration,
+    policy: &RetryPolicy,
+) -> Result<PgPool, DbError> {
+    retry(
+        policy,
+        what,
+        |e: &DbError| e.transient,
+        || {
+            let opts = opts.clone();
+            async move {
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(connect_timeout)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| DbError::from_sqlx(&e))
+            }
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_quoted_values_and_long_numbers() {
+        let s = scrub(r#"invalid input syntax for type bigint: "2333301234567" near 'b25555' at 12"#);
+        assert_eq!(s, r#"invalid input syntax for type bigint: "…" near '…' at 12"#);
+        assert_eq!(scrub("key 1234567 of 42"), "key ##### of 42");
+    }
+}

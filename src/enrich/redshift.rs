@@ -1,0 +1,80 @@
+//! Redshift: pseudonymous patron id -> postal code and census tract, from `patron_info`
+//! (or `patron_info_<REDSHIFT_DB_NAME>`). Redshift has no array type, so the ids are
+//! bound as scalar text parameters in chunks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::postgres::PgPool;
+
+use super::{Geo, GeoDirectory, GeoRow, geo_by_patron};
+use crate::db::{DbError, with_timeout};
+use crate::retry::{RetryPolicy, retry};
+
+/// Parameters per Redshift query.
+const CHUNK: usize = 500;
+
+/// The Redshift lookup.
+#[derive(Debug, Clone)]
+pub struct Redshift {
+    pool: PgPool,
+    table: String,
+    statement_timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl Redshift {
+    /// A lookup on an open pool. `table` was validated as an identifier by the
+    /// configuration (it cannot be a bound parameter).
+    pub fn new(pool: PgPool, table: String, statement_timeout: Duration, retry: RetryPolicy) -> Self {
+        Self { pool, table, statement_timeout, retry }
+    }
+
+    fn query_text(&self, n: usize) -> String {
+        let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!(
+            "SELECT patron_id, postal_code, geoid FROM {} WHERE patron_id IN ({})",
+            self.table,
+            params.join(", ")
+        )
+    }
+}
+
+impl GeoDirectory for Redshift {
+    async fn geo_by_patron(&self, pseudonyms: &[String]) -> Result<HashMap<String, Geo>, DbError> {
+        let mut rows = Vec::new();
+        for chunk in pseudonyms.chunks(CHUNK) {
+            let sql = self.query_text(chunk.len());
+            let fetched = retry(
+                &self.retry,
+                "Redshift",
+                |e: &DbError| e.transient,
+                || {
+                    let mut q = sqlx::query(&sql).persistent(false);
+                    for p in chunk {
+                        q = q.bind(p.as_str());
+                    }
+                    with_timeout(self.statement_timeout, q.fetch_all(&self.pool))
+                },
+            )
+            .await?;
+            for r in &fetched {
+                rows.push(GeoRow {
+                    patron_id: r.try_get("patron_id").map_err(|e| DbError::from_sqlx(&e))?,
+                    postal_code: r.try_get("postal_code").map_err(|e| DbError::from_sqlx(&e))?,
+                    geoid: r.try_get("geoid").map_err(|e| DbError::from_sqlx(&e))?,
+                });
+            }
+        }
+        let (unique, duplicated) = geo_by_patron(rows);
+        if !duplicated.is_empty() {
+            // Pseudonyms may be logged; raw identifiers may not.
+            tracing::warn!(
+                pseudonymous_patron_ids = ?duplicated,
+                "patron ids on more than one Redshift row: no postal code or geoid for them"
+            );
+        }
+        Ok(unique)
+    }
+}

@@ -1,0 +1,232 @@
+//! The run loop (SPEC section 3), the one place where the stages meet:
+//!
+//! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
+//! Avro datums -> Kinesis requests -> cursor store`.
+//!
+//! The cursor moves after every acknowledged request, to the last reservation of that
+//! request, never past a record Kinesis has not acknowledged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::db::DbError;
+use crate::domain::{Cursor, RetrievalStatus, format_date_time};
+use crate::encode::{AvroEncoder, EncodeError};
+use crate::enrich::{GeoDirectory, PatronDirectory};
+use crate::pseudonym::Pseudonymizer;
+use crate::records::{BuildError, build_records};
+use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
+use crate::source::ReservationSource;
+use crate::state::{CursorStore, StateError};
+
+/// A failed run, named by the stage that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Reading or writing the cursor.
+    #[error("cursor store: {0}")]
+    State(#[from] StateError),
+    /// No cursor object and no `PCR_DATE_TIME`/`PCR_KEY` to start from.
+    #[error(
+        "cursor store: s3://{0} does not exist; set PCR_DATE_TIME and PCR_KEY to say where the first run starts (or create it with the original's format)"
+    )]
+    NoCursor(String),
+    /// Reading Envisionware.
+    #[error("Envisionware: {0}")]
+    Source(#[source] DbError),
+    /// Looking patrons up.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// Encoding a record.
+    #[error("Avro: {0}")]
+    Encode(#[from] EncodeError),
+    /// Sending to Kinesis.
+    #[error("Kinesis: {0}")]
+    Sink(#[from] SinkError),
+}
+
+/// The stages a run uses. Each is a trait object of its stage so tests can swap in fakes.
+#[derive(Debug)]
+pub struct Stages<Src, Pat, Geo, Store, Put> {
+    /// Envisionware.
+    pub source: Src,
+    /// Sierra.
+    pub sierra: Pat,
+    /// Redshift.
+    pub redshift: Geo,
+    /// The cursor store; `None` when the cache is ignored.
+    pub store: Option<Store>,
+    /// The Kinesis sender; `None` when Kinesis is ignored.
+    pub sender: Option<Sender<Put>>,
+    /// Pseudonyms.
+    pub pseudonymizer: Pseudonymizer,
+    /// Avro.
+    pub encoder: AvroEncoder,
+}
+
+/// The knobs of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Rows per Envisionware query.
+    pub envisionware_batch_size: usize,
+    /// Records per PutRecords request.
+    pub kinesis_batch_size: usize,
+    /// Stop after this many batches.
+    pub max_batches: Option<u64>,
+    /// Where to start when the cache is ignored or holds no cursor yet.
+    pub start_cursor: Option<Cursor>,
+    /// Where the cursor lives, for messages (`bucket/key`).
+    pub cursor_location: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Envisionware batches read.
+    pub batches: u64,
+    /// Reservations read.
+    pub reservations: u64,
+    /// Records sent (or, with Kinesis ignored, built), by retrieval status.
+    pub by_status: BTreeMap<&'static str, u64>,
+    /// Kinesis requests acknowledged.
+    pub requests: u64,
+    /// Records resent after partial failures.
+    pub resent: u64,
+    /// Cursor at the start.
+    pub cursor_before: Option<Cursor>,
+    /// Cursor at the end.
+    pub cursor_after: Option<Cursor>,
+    /// bcrypt hashes computed.
+    pub pseudonyms_computed: u64,
+    /// Pseudonyms answered from the memo.
+    pub pseudonym_memo_hits: u64,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunSummary {
+    /// Records sent in all.
+    pub fn records(&self) -> u64 {
+        self.by_status.values().sum()
+    }
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cursor =
+            |c: Option<Cursor>| c.map(|c| format_date_time(c.date_time)).unwrap_or_else(|| "-".into());
+        write!(
+            f,
+            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" duration={:.3}s",
+            self.batches,
+            self.reservations,
+            self.records(),
+            self.by_status.get("found").unwrap_or(&0),
+            self.by_status.get("guest_pass").unwrap_or(&0),
+            self.by_status.get("missing").unwrap_or(&0),
+            self.requests,
+            self.resent,
+            self.pseudonyms_computed,
+            self.pseudonym_memo_hits,
+            cursor(self.cursor_before),
+            cursor(self.cursor_after),
+            self.duration.as_secs_f64(),
+        )
+    }
+}
+
+/// Performs one run: batches until the source is drained or `max_batches` is reached.
+pub async fn run<Src, Pat, Geo, Store, Put>(
+    stages: &mut Stages<Src, Pat, Geo, Store, Put>,
+    options: &RunOptions,
+) -> Result<RunSummary, RunError>
+where
+    Src: ReservationSource,
+    Pat: PatronDirectory,
+    Geo: GeoDirectory,
+    Store: CursorStore,
+    Put: PutRecords,
+{
+    let started = Instant::now();
+    let mut summary = RunSummary::default();
+    let mut cursor = match &stages.store {
+        None => options.start_cursor.unwrap_or_else(Cursor::default_start),
+        Some(store) => match store.load().await? {
+            Some(c) => c,
+            None => match options.start_cursor {
+                Some(c) => {
+                    tracing::warn!(
+                        location = %options.cursor_location,
+                        "no cursor object yet; starting from PCR_DATE_TIME/PCR_KEY and creating it"
+                    );
+                    c
+                }
+                None => return Err(RunError::NoCursor(options.cursor_location.clone())),
+            },
+        },
+    };
+    summary.cursor_before = Some(cursor);
+    tracing::info!(cursor = %format_date_time(cursor.date_time), "run starts");
+
+    let computed_before = stages.pseudonymizer.stats();
+    loop {
+        if options.max_batches.is_some_and(|max| summary.batches >= max) {
+            tracing::info!(batches = summary.batches, "MAX_BATCHES reached");
+            break;
+        }
+        let batch = stages
+            .source
+            .read_after(cursor, options.envisionware_batch_size)
+            .await
+            .map_err(RunError::Source)?;
+        if batch.is_empty() {
+            break;
+        }
+        summary.batches += 1;
+        summary.reservations += batch.len() as u64;
+        let span = tracing::info_span!("batch", n = summary.batches, rows = batch.len());
+        let _guard = span.enter();
+
+        let built = build_records(&batch, &stages.sierra, &stages.redshift, &stages.pseudonymizer).await?;
+        let outgoing = built
+            .iter()
+            .map(|b| {
+                Ok(OutgoingRecord {
+                    data: stages.encoder.encode(&b.record)?,
+                    partition_key: b.record.key.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, EncodeError>>()?;
+        for range in plan_requests(&outgoing, options.kinesis_batch_size)? {
+            if let Some(sender) = stages.sender.as_mut() {
+                sender.send_all(&outgoing[range.clone()]).await?;
+                summary.requests += 1;
+            }
+            for b in &built[range.clone()] {
+                *summary.by_status.entry(status_name(b.status)).or_default() += 1;
+            }
+            cursor = batch[range.end - 1].cursor();
+            if let Some(store) = &stages.store {
+                store.save(cursor).await?;
+            }
+        }
+        tracing::info!(
+            records = built.len(),
+            cursor = %format_date_time(cursor.date_time),
+            "batch done"
+        );
+        if batch.len() < options.envisionware_batch_size {
+            break;
+        }
+    }
+    let stats = stages.pseudonymizer.stats();
+    summary.pseudonyms_computed = stats.computed - computed_before.computed;
+    summary.pseudonym_memo_hits = stats.memo_hits - computed_before.memo_hits;
+    summary.resent = stages.sender.as_ref().map_or(0, |s| s.resent);
+    summary.cursor_after = Some(cursor);
+    summary.duration = started.elapsed();
+    Ok(summary)
+}
+
+fn status_name(s: RetrievalStatus) -> &'static str {
+    s.as_str()
+}

@@ -1,0 +1,132 @@
+//! One backoff policy for every dependency: bounded attempts, exponential backoff with
+//! full jitter. Callers decide which errors are worth retrying.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng as _;
+
+/// How many times to try and how long to wait between tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included (1 means no retry).
+    pub attempts: u32,
+    /// The backoff ceiling for the first retry; it doubles on each further retry.
+    pub base_delay: Duration,
+    /// The largest backoff ceiling.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 4, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries (tests, one-shot tools).
+    pub fn none() -> Self {
+        Self { attempts: 1, ..Self::default() }
+    }
+
+    /// The wait before retry number `retry` (1-based): uniform in `[0, ceiling]` ("full
+    /// jitter"), where the ceiling doubles from `base_delay` up to `max_delay`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling =
+            self.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(20)).min(self.max_delay);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+}
+
+/// Runs `op` until it succeeds, fails with an error `retriable` rejects, or the policy's
+/// attempts are spent; returns the last error. Each retry is logged at warn level with
+/// the error's Display, which must therefore hold no identifier or secret.
+pub async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    retriable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < policy.attempts && retriable(&e) => {
+                let wait = policy.backoff(attempt);
+                tracing::warn!(
+                    dependency = what,
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %e,
+                    "transient failure, retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn backoff_stays_within_the_doubling_ceiling() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        for _ in 0..100 {
+            assert!(p.backoff(1) <= Duration::from_millis(100));
+            assert!(p.backoff(2) <= Duration::from_millis(200));
+            assert!(p.backoff(9) <= Duration::from_millis(350));
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_only_retriable_errors_and_stops_at_the_bound() {
+        let p = RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let calls = AtomicU32::new(0);
+        let r: Result<(), String> = retry(
+            &p,
+            "t",
+            |_| true,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("boom".to_string())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), String> = retry(
+            &p,
+            "t",
+            |_| false,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("fatal".to_string())
+            },
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
