@@ -27,7 +27,11 @@ async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> Strin
 }
 
 /// Writes a config file like the original's: secrets encrypted, the rest plain.
-async fn write_config(env: &TestEnv, dir: &std::path::Path, overrides: &[(&str, &str)]) -> std::path::PathBuf {
+async fn write_config(
+    env: &TestEnv,
+    dir: &std::path::Path,
+    overrides: &[(&str, &str)],
+) -> std::path::PathBuf {
     let (kms, key) = kms_key(env).await;
     let encrypted = [
         "ENVISIONWARE_DB_HOST",

@@ -66,28 +66,57 @@ async fn a_run_applies_every_rule_of_section_4() {
     let r = rec(1);
     assert_eq!(r.patron_id, p("1001"));
     assert_eq!(r.patron_retrieval_status.as_deref(), Some("found"));
-    assert_eq!((r.ptype_code, r.pcode3, r.patron_home_library_code.as_deref()), (Some(10), Some(1), Some("sa")));
+    assert_eq!(
+        (r.ptype_code, r.pcode3, r.patron_home_library_code.as_deref()),
+        (Some(10), Some(1), Some("sa"))
+    );
     assert_eq!((r.postal_code.as_deref(), r.geoid.as_deref()), (Some("10018"), Some("36061011300")));
     assert_eq!(r.transaction_et.as_deref(), Some("2024-05-01"));
     assert_eq!(r.branch.as_deref(), Some("Biblioteca Hispánica — Ñ"));
-    assert_eq!((r.minutes_used, r.area.as_deref(), r.staff_override.as_deref()), (Some(45), Some("Floor 2"), None));
+    assert_eq!(
+        (r.minutes_used, r.area.as_deref(), r.staff_override.as_deref()),
+        (Some(45), Some("Floor 2"), None)
+    );
 
     let r = rec(2);
-    assert_eq!((r.patron_home_library_code.as_deref(), r.postal_code.as_deref()), (None, None), "'none' is NULL; not in Redshift");
-    assert_eq!((r.minutes_used, r.area.as_deref(), r.staff_override.as_deref()), (None, None, Some("StaffOverride")));
+    assert_eq!(
+        (r.patron_home_library_code.as_deref(), r.postal_code.as_deref()),
+        (None, None),
+        "'none' is NULL; not in Redshift"
+    );
+    assert_eq!(
+        (r.minutes_used, r.area.as_deref(), r.staff_override.as_deref()),
+        (None, None, Some("StaffOverride"))
+    );
 
     let r = rec(3);
-    assert_eq!(r.patron_retrieval_status.as_deref(), Some("missing"), "a barcode shared by two patrons maps to none");
+    assert_eq!(
+        r.patron_retrieval_status.as_deref(),
+        Some("missing"),
+        "a barcode shared by two patrons maps to none"
+    );
     assert_eq!(r.patron_id, p("barcode 23333000000003"));
 
     let r = rec(4);
-    assert_eq!((r.patron_id.as_str(), r.ptype_code, r.pcode3), (p("1005").as_str(), None, None), "conflicting rows");
+    assert_eq!(
+        (r.patron_id.as_str(), r.ptype_code, r.pcode3),
+        (p("1005").as_str(), None, None),
+        "conflicting rows"
+    );
     assert_eq!(r.patron_home_library_code, None);
 
     assert_eq!(rec(5).patron_home_library_code, None, "blank home library");
     assert_eq!(rec(5).pcode3, None);
-    assert_eq!((rec(6).patron_id.as_str(), rec(6).ptype_code), (p("1007").as_str(), Some(2)), "leading b kept");
-    assert_eq!((rec(7).patron_id.as_str(), rec(7).ptype_code), (p("1008").as_str(), Some(4)), "quote in barcode");
+    assert_eq!(
+        (rec(6).patron_id.as_str(), rec(6).ptype_code),
+        (p("1007").as_str(), Some(2)),
+        "leading b kept"
+    );
+    assert_eq!(
+        (rec(7).patron_id.as_str(), rec(7).ptype_code),
+        (p("1008").as_str(), Some(4)),
+        "quote in barcode"
+    );
 
     let r = rec(8);
     assert_eq!((r.patron_id.as_str(), r.ptype_code), (p("1009").as_str(), Some(5)), "id-only match");
@@ -101,7 +130,11 @@ async fn a_run_applies_every_rule_of_section_4() {
     assert_eq!(rec(12).patron_id, p("barcode "), "empty barcode");
     assert_eq!(rec(13).patron_id, p(&format!("barcode {long}")), "long barcode: first 72 bytes");
     assert_eq!(rec(13).transaction_et.as_deref(), Some("2024-05-01"));
-    assert_eq!(rec(14).patron_retrieval_status.as_deref(), Some("missing"), "patron row without phrase entry");
+    assert_eq!(
+        rec(14).patron_retrieval_status.as_deref(),
+        Some("missing"),
+        "patron row without phrase entry"
+    );
     assert_eq!(rec(15).patron_id, p("barcode '; DROP TABLE strad_bci; --"));
 
     assert_eq!(env.cursor().await, Some(Cursor { date_time: dt("2024-05-02 00:00:01"), key: 15 }));
@@ -120,10 +153,8 @@ async fn several_batches_send_everything_once_and_leave_the_cursor_on_the_last()
         env.insert_patron(5000 + i, &format!("2333300000{i:04}"), Some(10), Some(1), Some("sa")).await;
     }
     env.insert_rows(&many(25)).await;
-    let summary = env
-        .run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("KINESIS_BATCH_SIZE", Some("4"))])
-        .await
-        .unwrap();
+    let summary =
+        env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("KINESIS_BATCH_SIZE", Some("4"))]).await.unwrap();
     assert_eq!((summary.batches, summary.reservations, summary.records()), (3, 25, 25));
     assert_eq!(summary.requests, 3 + 3 + 2);
     assert_eq!(summary.by_status.get("found"), Some(&25));
@@ -144,10 +175,12 @@ async fn several_batches_send_everything_once_and_leave_the_cursor_on_the_last()
 async fn max_batches_stops_early_and_the_next_run_resumes_without_duplicates() {
     let env = TestEnv::new().await;
     env.insert_rows(&many(25)).await;
-    let first = env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("MAX_BATCHES", Some("2"))]).await.unwrap();
+    let first =
+        env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("MAX_BATCHES", Some("2"))]).await.unwrap();
     assert_eq!((first.batches, first.records()), (2, 20));
     assert_eq!(env.cursor().await.map(|c| c.key), Some(20));
-    let second = env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("MAX_BATCHES", Some("2"))]).await.unwrap();
+    let second =
+        env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("MAX_BATCHES", Some("2"))]).await.unwrap();
     assert_eq!((second.batches, second.records()), (1, 5));
     assert_eq!(by_key(&env.sent().await).len(), 25);
     env.cleanup().await;
@@ -204,7 +237,8 @@ async fn a_tie_group_across_batch_boundaries_is_sent_exactly_once() {
     let env = TestEnv::new().await;
     let rows: Vec<_> = (1..=9).map(|k| row(k * 10, Some("21111"), "2024-06-01 12:00:00")).collect();
     env.insert_rows(&rows).await;
-    let s = env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("4")), ("KINESIS_BATCH_SIZE", Some("3"))]).await.unwrap();
+    let s =
+        env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("4")), ("KINESIS_BATCH_SIZE", Some("3"))]).await.unwrap();
     assert_eq!((s.batches, s.records()), (3, 9));
     assert_eq!(by_key(&env.sent().await).len(), 9);
     env.cleanup().await;

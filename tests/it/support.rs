@@ -130,22 +130,31 @@ impl TestEnv {
         };
         let name = format!("pcr_it_{suffix}");
 
-        let mut my = sqlx::MySqlConnection::connect(&stack.mysql_admin).await.expect("MariaDB admin connection");
+        let mut my =
+            sqlx::MySqlConnection::connect(&stack.mysql_admin).await.expect("MariaDB admin connection");
         my.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str()).await.unwrap();
         let mut my = sqlx::MySqlConnection::connect(&url_with_db(&stack.mysql_admin, &name)).await.unwrap();
         for s in statements(include_str!("../../scripts/sql/envisionware.sql")) {
             my.execute(s.as_str()).await.unwrap();
         }
 
-        let mut pg = sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, "postgres")).await.expect("PostgreSQL admin connection");
+        let mut pg = sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, "postgres"))
+            .await
+            .expect("PostgreSQL admin connection");
         for db in [format!("{name}_sierra"), format!("{name}_rs")] {
-            pg.execute(format!("CREATE DATABASE {db} ENCODING 'UTF8' TEMPLATE template0").as_str()).await.unwrap();
+            pg.execute(format!("CREATE DATABASE {db} ENCODING 'UTF8' TEMPLATE template0").as_str())
+                .await
+                .unwrap();
         }
-        let mut sierra = sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_sierra"))).await.unwrap();
+        let mut sierra =
+            sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_sierra")))
+                .await
+                .unwrap();
         for s in statements(include_str!("../../scripts/sql/sierra.sql")) {
             sierra.execute(s.as_str()).await.unwrap();
         }
-        let mut rs = sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_rs"))).await.unwrap();
+        let mut rs =
+            sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_rs"))).await.unwrap();
         let rs_sql = include_str!("../../scripts/sql/redshift.sql")
             .replace("{{PATRON_INFO_TABLE}}", &format!("patron_info_{name}_rs"))
             .replace("{{PC_RESERVE_TABLE}}", &format!("pc_reserve_{name}_rs"));
@@ -251,10 +260,14 @@ impl TestEnv {
                 None => plaintext.remove(*k),
             };
         }
-        RawConfig::from_parts(ConfigFile { plaintext, encrypted: BTreeMap::new() }, &|_| None, &BTreeMap::new())
-            .resolve(&NoDecrypter)
-            .await
-            .expect("valid test settings")
+        RawConfig::from_parts(
+            ConfigFile { plaintext, encrypted: BTreeMap::new() },
+            &|_| None,
+            &BTreeMap::new(),
+        )
+        .resolve(&NoDecrypter)
+        .await
+        .expect("valid test settings")
     }
 
     /// One run with the real stages.
@@ -281,22 +294,38 @@ impl TestEnv {
     }
 
     /// A Sierra patron: phrase entry `b<barcode>` -> id, and a patron_view row.
-    pub async fn insert_patron(&self, id: i64, barcode: &str, ptype: Option<i32>, pcode3: Option<i32>, home: Option<&str>) {
+    pub async fn insert_patron(
+        &self,
+        id: i64,
+        barcode: &str,
+        ptype: Option<i32>,
+        pcode3: Option<i32>,
+        home: Option<&str>,
+    ) {
         self.insert_phrase(id, barcode).await;
         self.insert_patron_row(id, Some(barcode), ptype, pcode3, home).await;
     }
 
     pub async fn insert_phrase(&self, id: i64, barcode: &str) {
         let mut c = sqlx::PgConnection::connect(&self.sierra_url()).await.unwrap();
-        sqlx::query("INSERT INTO sierra_view.phrase_entry (record_id, index_tag, index_entry) VALUES ($1, 'b', $2)")
-            .bind(id)
-            .bind(barcode)
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO sierra_view.phrase_entry (record_id, index_tag, index_entry) VALUES ($1, 'b', $2)",
+        )
+        .bind(id)
+        .bind(barcode)
+        .execute(&mut c)
+        .await
+        .unwrap();
     }
 
-    pub async fn insert_patron_row(&self, id: i64, barcode: Option<&str>, ptype: Option<i32>, pcode3: Option<i32>, home: Option<&str>) {
+    pub async fn insert_patron_row(
+        &self,
+        id: i64,
+        barcode: Option<&str>,
+        ptype: Option<i32>,
+        pcode3: Option<i32>,
+        home: Option<&str>,
+    ) {
         let mut c = sqlx::PgConnection::connect(&self.sierra_url()).await.unwrap();
         sqlx::query("INSERT INTO sierra_view.patron_view (id, record_num, barcode, ptype_code, pcode3, home_library_code) VALUES ($1, 1000000, $2, $3, $4, $5)")
             .bind(id)
@@ -312,13 +341,16 @@ impl TestEnv {
     /// A Redshift row keyed by the pseudonym of `patron_id`.
     pub async fn insert_geo(&self, patron_id: i64, postal: &str, geoid: &str) {
         let mut c = sqlx::PgConnection::connect(&self.redshift_url()).await.unwrap();
-        sqlx::query(&format!("INSERT INTO patron_info_{}_rs (patron_id, postal_code, geoid) VALUES ($1, $2, $3)", self.name))
-            .bind(p(&patron_id.to_string()))
-            .bind(postal)
-            .bind(geoid)
-            .execute(&mut c)
-            .await
-            .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO patron_info_{}_rs (patron_id, postal_code, geoid) VALUES ($1, $2, $3)",
+            self.name
+        ))
+        .bind(p(&patron_id.to_string()))
+        .bind(postal)
+        .bind(geoid)
+        .execute(&mut c)
+        .await
+        .unwrap();
     }
 
     /// Writes the cursor object as raw bytes (e.g. in the original's format).
@@ -335,7 +367,8 @@ impl TestEnv {
 
     /// The cursor object's text, if any.
     pub async fn cursor_object(&self) -> Option<String> {
-        let out = s3_client(&self.sdk).get_object().bucket(&self.bucket).key(&self.cursor_key).send().await.ok()?;
+        let out =
+            s3_client(&self.sdk).get_object().bucket(&self.bucket).key(&self.cursor_key).send().await.ok()?;
         Some(String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap())
     }
 
@@ -360,7 +393,14 @@ impl TestEnv {
                 .shard_iterator
                 .unwrap();
             loop {
-                let got = kinesis.get_records().stream_arn(&self.stream_arn).shard_iterator(&iterator).limit(10_000).send().await.unwrap();
+                let got = kinesis
+                    .get_records()
+                    .stream_arn(&self.stream_arn)
+                    .shard_iterator(&iterator)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .unwrap();
                 for r in got.records() {
                     out.push(self.encoder.decode(r.data().as_ref()).expect("decodable datum"));
                 }
@@ -378,7 +418,8 @@ impl TestEnv {
         if let Ok(mut my) = sqlx::MySqlConnection::connect(&self.stack.mysql_admin).await {
             let _ = my.execute(format!("DROP DATABASE IF EXISTS {}", self.name).as_str()).await;
         }
-        if let Ok(mut pg) = sqlx::PgConnection::connect(&url_with_db(&self.stack.pg_admin, "postgres")).await {
+        if let Ok(mut pg) = sqlx::PgConnection::connect(&url_with_db(&self.stack.pg_admin, "postgres")).await
+        {
             for db in [format!("{}_sierra", self.name), format!("{}_rs", self.name)] {
                 let _ = pg.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await;
             }
