@@ -14,18 +14,28 @@ use crate::db::{DbError, connect_mysql, connect_pg, pg_options};
 use crate::encode::{EncodeError, fetch_encoder};
 use crate::enrich::redshift::Redshift;
 use crate::enrich::sierra::Sierra;
+use crate::lease::{Lease, LeaseError, S3LeaseStore, owner_name};
 use crate::pipeline::{RunError, RunOptions, RunSummary, Stages, run};
 use crate::pseudonym::{Pseudonymizer, Salt};
 use crate::sink::{Kinesis, Sender};
 use crate::source::envisionware::Envisionware;
 use crate::state::S3CursorStore;
+use crate::stop::{StopReason, StopToken};
 
 /// Exit code: the run failed (a dependency or the data).
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code: the configuration or the command line is wrong; nothing was done.
 pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: another runner holds the lease (or took it during this run); this run sent
+/// nothing more.
+pub const EXIT_LEASE_HELD: u8 = 3;
 /// Exit code: another writer changed the cursor; this run stopped without sending more.
 pub const EXIT_CONFLICT: u8 = 4;
+/// Exit code: Envisionware's oldest row is newer than the cursor: reservations were
+/// purged before they were sent.
+pub const EXIT_RETENTION_LOST: u8 = 5;
+/// Exit code: stopped by SIGTERM or SIGINT after saving the cursor of what was acknowledged.
+pub const EXIT_STOPPED: u8 = 6;
 
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +58,9 @@ pub enum AppError {
     /// Something local failed (thread pool, I/O).
     #[error("startup: {0}")]
     Startup(String),
+    /// The lease could not be taken.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The run loop failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -59,6 +72,10 @@ impl AppError {
         match self {
             Self::Config(_) => EXIT_CONFIG,
             Self::Run(RunError::State(crate::state::StateError::Conflict { .. })) => EXIT_CONFLICT,
+            Self::Lease(LeaseError::Held { .. }) => EXIT_LEASE_HELD,
+            Self::Run(RunError::Stopped { reason: StopReason::LeaseLost, .. }) => EXIT_LEASE_HELD,
+            Self::Run(RunError::Stopped { .. }) => EXIT_STOPPED,
+            Self::Run(RunError::RetentionLost { .. }) => EXIT_RETENTION_LOST,
             _ => EXIT_FAILURE,
         }
     }
@@ -114,11 +131,46 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
         .map_err(|e| ConfigError::Invalid { name: "BCRYPT_SALT".into(), reason: e.to_string() })
 }
 
-/// Performs one run with the real stages.
+/// Performs one run with the real stages, not listening for signals.
 pub async fn run_once(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
+) -> Result<RunSummary, AppError> {
+    run_until_stopped(settings, sdk, aws, StopToken::with_grace(settings.stop_timeout)).await
+}
+
+/// Performs one run with the real stages, stopping early when `stop` is set. Unless the
+/// cursor is ignored, the run first takes the lease next to the cursor (exit code 3 when
+/// another runner holds it), keeps it renewed, and releases it at the end, whatever the
+/// outcome.
+pub async fn run_until_stopped(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    stop: StopToken,
+) -> Result<RunSummary, AppError> {
+    let s3 = {
+        let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
+        aws_sdk_s3::Client::from_conf(s3_conf)
+    };
+    if settings.ignore_cache {
+        return run_stages(settings, sdk, s3, stop).await;
+    }
+    let store = S3LeaseStore::new(s3.clone(), settings.s3_bucket.clone(), settings.lease_resource.clone());
+    let mut lease = Lease::acquire(store, owner_name(), settings.lease_ttl, chrono::Utc::now()).await?;
+    tracing::info!(owner = %lease.record().owner, "lease taken");
+    lease.keep_renewed(stop.clone());
+    let outcome = run_stages(settings, sdk, s3, stop).await;
+    lease.release().await;
+    outcome
+}
+
+async fn run_stages(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    s3: aws_sdk_s3::Client,
+    stop: StopToken,
 ) -> Result<RunSummary, AppError> {
     let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
         .await
@@ -150,14 +202,8 @@ pub async fn run_once(
             .map_err(|source| AppError::Connect { what: "Redshift", source })
         },
     )?;
-    let store = (!settings.ignore_cache).then(|| {
-        let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
-        S3CursorStore::new(
-            aws_sdk_s3::Client::from_conf(s3_conf),
-            settings.s3_bucket.clone(),
-            settings.s3_resource.clone(),
-        )
-    });
+    let store = (!settings.ignore_cache)
+        .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
             Kinesis::new(sdk, settings.kinesis_stream_arn.clone()),
@@ -168,7 +214,8 @@ pub async fn run_once(
     let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
         .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
-        source: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry),
+        source: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry)
+            .with_settle_delay(settings.settle_delay),
         sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
         redshift: Redshift::new(
             redshift_pool,
@@ -187,6 +234,8 @@ pub async fn run_once(
         max_batches: settings.max_batches,
         start_cursor: settings.start_cursor,
         cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
+        stop,
+        cursor_max_age: settings.cursor_max_age,
     };
     Ok(run(&mut stages, &options).await?)
 }

@@ -71,7 +71,9 @@ async fn run(config: &pc_reserve_poller::cli::ConfigArgs, args: RunArgs) -> Resu
         None => tracing::info!("no ENVIRONMENT or --config: reading variables from the environment only"),
     }
     let (settings, sdk, aws) = app::load(raw).await?;
-    let summary = app::run_once(&settings, &sdk, &aws).await?;
+    let stop = pc_reserve_poller::stop::StopToken::with_grace(settings.stop_timeout);
+    stop.listen_for_signals();
+    let summary = app::run_until_stopped(&settings, &sdk, &aws, stop).await?;
     tracing::info!(%summary, "run finished");
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::records::{BuildError, build_records};
 use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
 use crate::source::ReservationSource;
 use crate::state::{CursorStore, StateError};
+use crate::stop::{StopReason, StopToken};
 
 /// A failed run, named by the stage that failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,25 @@ pub enum RunError {
     /// Sending to Kinesis.
     #[error("Kinesis: {0}")]
     Sink(#[from] SinkError),
+    /// A stop was requested (signal or lost lease); the cursor is on the last
+    /// acknowledged record.
+    #[error("stopped ({reason}); the cursor is saved on the last acknowledged record ({cursor})")]
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// The cursor as saved (`pcrDateTime`).
+        cursor: String,
+    },
+    /// Envisionware no longer holds rows right after the cursor.
+    #[error(
+        "Envisionware: retention lost: its oldest reservation ({oldest}) is newer than the cursor ({cursor}); reservations in between were purged before they were sent. Recover them from a backup, then move the cursor by hand"
+    )]
+    RetentionLost {
+        /// The oldest `pcrDateTime` Envisionware holds.
+        oldest: String,
+        /// The cursor's `pcrDateTime`.
+        cursor: String,
+    },
 }
 
 /// The stages a run uses. Each is a trait object of its stage so tests can swap in fakes.
@@ -76,6 +96,10 @@ pub struct RunOptions {
     pub start_cursor: Option<Cursor>,
     /// Where the cursor lives, for messages (`bucket/key`).
     pub cursor_location: String,
+    /// Set by a signal or a lost lease: checked before each read and each send.
+    pub stop: StopToken,
+    /// `CURSOR_MAX_AGE_HOURS`: warn when the stored cursor is older than this.
+    pub cursor_max_age: Duration,
 }
 
 /// What a run did.
@@ -148,24 +172,31 @@ where
 {
     let started = Instant::now();
     let mut summary = RunSummary::default();
-    let mut cursor = match &stages.store {
-        None => options.start_cursor.unwrap_or_else(Cursor::default_start),
-        Some(store) => match store.load().await? {
-            Some(c) => c,
-            None => match options.start_cursor {
-                Some(c) => {
-                    tracing::warn!(
-                        location = %options.cursor_location,
-                        "no cursor object yet; starting from PCR_DATE_TIME/PCR_KEY and creating it"
-                    );
-                    c
-                }
-                None => return Err(RunError::NoCursor(options.cursor_location.clone())),
-            },
+    let stored = match &stages.store {
+        Some(store) => store.load().await?,
+        None => None,
+    };
+    let mut cursor = match (stored, &stages.store) {
+        (Some(c), _) => c,
+        (None, None) => options.start_cursor.unwrap_or_else(Cursor::default_start),
+        (None, Some(_)) => match options.start_cursor {
+            Some(c) => {
+                tracing::warn!(
+                    location = %options.cursor_location,
+                    "no cursor object yet; starting from PCR_DATE_TIME/PCR_KEY and creating it"
+                );
+                c
+            }
+            None => return Err(RunError::NoCursor(options.cursor_location.clone())),
         },
     };
     summary.cursor_before = Some(cursor);
     tracing::info!(cursor = %format_date_time(cursor.date_time), "run starts");
+    if stored.is_some() {
+        check_retention(&stages.source, cursor, options.cursor_max_age).await?;
+    }
+    let stopped =
+        |reason, cursor: Cursor| RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) };
 
     let computed_before = stages.pseudonymizer.stats();
     loop {
@@ -173,10 +204,14 @@ where
             tracing::info!(batches = summary.batches, "MAX_BATCHES reached");
             break;
         }
-        let batch = stages
-            .source
-            .read_after(cursor, options.envisionware_batch_size)
+        if let Some(reason) = options.stop.reason() {
+            return Err(stopped(reason, cursor));
+        }
+        let batch = options
+            .stop
+            .bounded(stages.source.read_after(cursor, options.envisionware_batch_size))
             .await
+            .ok_or_else(|| stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor))?
             .map_err(RunError::Source)?;
         if batch.is_empty() {
             break;
@@ -186,7 +221,11 @@ where
         let span = tracing::info_span!("batch", n = summary.batches, rows = batch.len());
         let _guard = span.enter();
 
-        let built = build_records(&batch, &stages.sierra, &stages.redshift, &stages.pseudonymizer).await?;
+        let built = options
+            .stop
+            .bounded(build_records(&batch, &stages.sierra, &stages.redshift, &stages.pseudonymizer))
+            .await
+            .ok_or_else(|| stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor))??;
         let outgoing = built
             .iter()
             .map(|b| {
@@ -197,8 +236,13 @@ where
             })
             .collect::<Result<Vec<_>, EncodeError>>()?;
         for range in plan_requests(&outgoing, options.kinesis_batch_size)? {
+            if let Some(reason) = options.stop.reason() {
+                return Err(stopped(reason, cursor));
+            }
             if let Some(sender) = stages.sender.as_mut() {
-                sender.send_all(&outgoing[range.clone()]).await?;
+                options.stop.bounded(sender.send_all(&outgoing[range.clone()])).await.ok_or_else(
+                    || stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor),
+                )??;
                 summary.requests += 1;
             }
             for b in &built[range.clone()] {
@@ -225,6 +269,36 @@ where
     summary.cursor_after = Some(cursor);
     summary.duration = started.elapsed();
     Ok(summary)
+}
+
+/// The retention watchdog: warns when the cursor is older than `max_age` by the
+/// database's own clock, fails when Envisionware's oldest row is newer than the cursor.
+async fn check_retention<Src: ReservationSource>(
+    source: &Src,
+    cursor: Cursor,
+    max_age: Duration,
+) -> Result<(), RunError> {
+    let Some(retention) = source.retention().await.map_err(RunError::Source)? else {
+        return Ok(());
+    };
+    if let Some(oldest) = retention.oldest
+        && oldest > cursor.date_time
+    {
+        return Err(RunError::RetentionLost {
+            oldest: format_date_time(oldest),
+            cursor: format_date_time(cursor.date_time),
+        });
+    }
+    let age = retention.now - cursor.date_time;
+    if age.to_std().is_ok_and(|age| age > max_age) {
+        tracing::warn!(
+            cursor = %format_date_time(cursor.date_time),
+            age_hours = age.num_minutes() as f64 / 60.0,
+            max_age_hours = max_age.as_secs_f64() / 3600.0,
+            "the cursor is older than CURSOR_MAX_AGE_HOURS: has the poller stopped running? Envisionware keeps only about two days"
+        );
+    }
+    Ok(())
 }
 
 fn status_name(s: RetrievalStatus) -> &'static str {

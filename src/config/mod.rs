@@ -216,6 +216,18 @@ pub struct Settings {
     pub statement_timeout: Duration,
     /// `SCHEMA_TIMEOUT_SECONDS` (default 10).
     pub schema_timeout: Duration,
+    /// `LEASE_RESOURCE`: the lease object's key in `S3_BUCKET` (default `<S3_RESOURCE>.lease`).
+    pub lease_resource: String,
+    /// `LEASE_TTL_SECONDS` (default 120): how long a lease lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// `SETTLE_DELAY_SECONDS` (default 0, off): read only rows this much older than the
+    /// database's `NOW()`.
+    pub settle_delay: Duration,
+    /// `CURSOR_MAX_AGE_HOURS` (default 24): warn when the cursor is older.
+    pub cursor_max_age: Duration,
+    /// `STOP_TIMEOUT_SECONDS` (default 20): how long a request in flight may still take
+    /// after SIGTERM/SIGINT.
+    pub stop_timeout: Duration,
     /// Variables that hold secrets: their values must never reach a log line.
     secrets: Vec<SecretString>,
 }
@@ -270,7 +282,7 @@ const REQUIRED: [&str; 21] = [
 const REQUIRED_FOR_CACHE: [&str; 2] = ["S3_BUCKET", "S3_RESOURCE"];
 
 /// Every variable this program reads (anything else in the file is reported at debug).
-pub const KNOWN: [&str; 46] = [
+pub const KNOWN: [&str; 49] = [
     "AWS_REGION",
     "AWS_PROFILE",
     "AWS_ENDPOINT_URL",
@@ -317,6 +329,9 @@ pub const KNOWN: [&str; 46] = [
     "SCHEMA_TIMEOUT_SECONDS",
     "LEASE_RESOURCE",
     "LEASE_TTL_SECONDS",
+    "SETTLE_DELAY_SECONDS",
+    "CURSOR_MAX_AGE_HOURS",
+    "STOP_TIMEOUT_SECONDS",
 ];
 
 /// Where a variable's text came from.
@@ -624,6 +639,11 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         }
         Ok(Duration::from_secs(s))
     };
+    let lease_resource = match v.optional("LEASE_RESOURCE") {
+        Some(k) => k.to_string(),
+        None if s3_resource.is_empty() => String::new(),
+        None => format!("{s3_resource}.lease"),
+    };
     Ok(Settings {
         aws_region: v.required("AWS_REGION")?.to_string(),
         envisionware: v.db("ENVISIONWARE", None, SslMode::Prefer)?,
@@ -652,6 +672,13 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         connect_timeout: seconds("DB_CONNECT_TIMEOUT_SECONDS", 30)?,
         statement_timeout: seconds("DB_STATEMENT_TIMEOUT_SECONDS", 300)?,
         schema_timeout: seconds("SCHEMA_TIMEOUT_SECONDS", 10)?,
+        lease_resource,
+        lease_ttl: seconds("LEASE_TTL_SECONDS", 120)?,
+        settle_delay: Duration::from_secs(v.number("SETTLE_DELAY_SECONDS", Some(0))?),
+        cursor_max_age: Duration::from_secs(
+            v.number::<u64>("CURSOR_MAX_AGE_HOURS", Some(24))?.saturating_mul(3600),
+        ),
+        stop_timeout: seconds("STOP_TIMEOUT_SECONDS", 20)?,
         secrets,
     })
 }

@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use sqlx::Row as _;
 use sqlx::mysql::MySqlPool;
 
-use super::ReservationSource;
+use super::{ReservationSource, Retention};
 use crate::db::{DbError, with_timeout};
 use crate::domain::{Cursor, Reservation};
 use crate::retry::{RetryPolicy, retry};
@@ -21,18 +21,40 @@ const READ_AFTER: &str = "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, \
      ORDER BY pcrDateTime, pcrKey \
      LIMIT ?";
 
+/// [`READ_AFTER`] restricted to rows at least `?` seconds older than the database's own
+/// `NOW()` (`SETTLE_DELAY_SECONDS`): a row stamped with a time but committed later, or
+/// written during November's repeated hour, is still ahead of the cursor when it appears.
+const READ_AFTER_SETTLED: &str = "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, \
+     CAST(pcrMinutesUsed AS SIGNED) AS minutes, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 \
+     FROM strad_bci \
+     WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?) \
+     AND pcrDateTime <= NOW() - INTERVAL ? SECOND \
+     ORDER BY pcrDateTime, pcrKey \
+     LIMIT ?";
+
+/// The oldest row and the database's clock, for the retention watchdog.
+const RETENTION: &str = "SELECT MIN(pcrDateTime) AS oldest, NOW() AS db_now FROM strad_bci";
+
 /// The Envisionware reader.
 #[derive(Debug, Clone)]
 pub struct Envisionware {
     pool: MySqlPool,
     statement_timeout: Duration,
     retry: RetryPolicy,
+    settle_delay: Duration,
 }
 
 impl Envisionware {
     /// A reader on an open pool.
     pub fn new(pool: MySqlPool, statement_timeout: Duration, retry: RetryPolicy) -> Self {
-        Self { pool, statement_timeout, retry }
+        Self { pool, statement_timeout, retry, settle_delay: Duration::ZERO }
+    }
+
+    /// Reads only rows whose `pcrDateTime` is at least `delay` before the database's
+    /// `NOW()` (zero, the default, reads everything).
+    pub fn with_settle_delay(mut self, delay: Duration) -> Self {
+        self.settle_delay = delay;
+        self
     }
 
     /// The pool, for tools that run their own queries.
@@ -59,15 +81,17 @@ impl ReservationSource for Envisionware {
             "Envisionware",
             |e: &DbError| e.transient,
             || {
-                with_timeout(
-                    self.statement_timeout,
-                    sqlx::query(READ_AFTER)
+                let settle = i64::try_from(self.settle_delay.as_secs()).unwrap_or(i64::MAX);
+                let query = if settle == 0 {
+                    sqlx::query(READ_AFTER).bind(after.date_time).bind(after.date_time).bind(after.key)
+                } else {
+                    sqlx::query(READ_AFTER_SETTLED)
                         .bind(after.date_time)
                         .bind(after.date_time)
                         .bind(after.key)
-                        .bind(limit)
-                        .fetch_all(&self.pool),
-                )
+                        .bind(settle)
+                };
+                with_timeout(self.statement_timeout, query.bind(limit).fetch_all(&self.pool))
             },
         )
         .await?;
@@ -86,5 +110,18 @@ impl ReservationSource for Envisionware {
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| DbError::from_sqlx(&e))
+    }
+
+    async fn retention(&self) -> Result<Option<Retention>, DbError> {
+        let row = retry(
+            &self.retry,
+            "Envisionware",
+            |e: &DbError| e.transient,
+            || with_timeout(self.statement_timeout, sqlx::query(RETENTION).fetch_one(&self.pool)),
+        )
+        .await?;
+        let oldest: Option<NaiveDateTime> = row.try_get("oldest").map_err(|e| DbError::from_sqlx(&e))?;
+        let now: NaiveDateTime = row.try_get("db_now").map_err(|e| DbError::from_sqlx(&e))?;
+        Ok(Some(Retention { oldest, now }))
     }
 }

@@ -5,6 +5,8 @@ pub mod envisionware;
 
 use std::future::Future;
 
+use chrono::NaiveDateTime;
+
 use crate::db::DbError;
 use crate::domain::{Cursor, Reservation};
 
@@ -16,4 +18,19 @@ pub trait ReservationSource {
         after: Cursor,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Reservation>, DbError>> + Send;
+
+    /// What the retention watchdog needs: the oldest row's time and the database's own
+    /// `NOW()` (the clock `pcrDateTime` is written in). `None` when the source cannot tell.
+    fn retention(&self) -> impl Future<Output = Result<Option<Retention>, DbError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// The span of time a source still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The oldest dated row, if any.
+    pub oldest: Option<NaiveDateTime>,
+    /// The database's clock.
+    pub now: NaiveDateTime,
 }

@@ -1,0 +1,542 @@
+//! One runner at a time: a lease object in S3 next to the cursor.
+//!
+//! The lease is a small JSON object `{"owner": ..., "acquired_at": ..., "expires_at": ...}`
+//! (RFC 3339 UTC times). A runner
+//!
+//! - creates it with `If-None-Match: *` (only one creator can win);
+//! - takes over a lease whose `expires_at` has passed (or that is not a lease at all) with
+//!   `If-Match` on the ETag it read, so two runners racing for an expired lease cannot both win;
+//! - renews it in the background with `If-Match` on the ETag of its own last write, every
+//!   third of the lease's time to live; a failed precondition means another runner took it,
+//!   and the run stops before its next send ([`crate::stop::StopReason::LeaseLost`]);
+//! - deletes it at exit with `If-Match` (so it never deletes a lease someone else took).
+//!
+//! The S3 calls sit behind [`LeaseStore`] so the rules are unit-tested with an in-memory
+//! store; [`S3LeaseStore`] is the real one (checked against moto 5.2.5, which honours
+//! `If-None-Match: *` and `If-Match` on `PutObject` and `If-Match` on `DeleteObject`).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+
+use crate::stop::{StopReason, StopToken};
+
+/// The lease object's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Who holds it: host, process id and a random suffix.
+    pub owner: String,
+    /// When this owner first took it.
+    pub acquired_at: DateTime<Utc>,
+    /// When it lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl LeaseRecord {
+    /// The JSON body (times in RFC 3339, UTC, seconds).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "owner": self.owner,
+            "acquired_at": self.acquired_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "expires_at": self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        })
+        .to_string()
+    }
+
+    /// Parses a body; `None` when it is not a lease (it may then be taken over).
+    pub fn from_json(body: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Text {
+            owner: String,
+            acquired_at: String,
+            expires_at: String,
+        }
+        let text: Text = serde_json::from_slice(body).ok()?;
+        let time = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc));
+        Some(Self {
+            owner: text.owner,
+            acquired_at: time(&text.acquired_at)?,
+            expires_at: time(&text.expires_at)?,
+        })
+    }
+}
+
+/// A lease-store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeaseError {
+    /// Another runner holds the lease.
+    #[error(
+        "another runner holds the lease s3://{location} (owner {owner}, until {expires_at}); this run sent nothing"
+    )]
+    Held {
+        /// `bucket/key` of the lease object.
+        location: String,
+        /// The holder.
+        owner: String,
+        /// Its expiry (RFC 3339).
+        expires_at: String,
+    },
+    /// S3 could not be reached or refused the request.
+    #[error("lease s3://{location}: {message}")]
+    S3 {
+        /// `bucket/key` of the lease object.
+        location: String,
+        /// What S3 said.
+        message: String,
+    },
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Written; the object's new ETag.
+    Ok(String),
+    /// The precondition failed (someone else wrote or deleted it).
+    PreconditionFailed,
+}
+
+/// The conditional S3 operations a lease needs (a trait so the rules can be tested with a
+/// fake).
+pub trait LeaseStore: Send + Sync + 'static {
+    /// `bucket/key`, for messages.
+    fn location(&self) -> String;
+    /// The object's body and ETag, or `None` when it does not exist.
+    fn read(&self) -> impl Future<Output = Result<Option<(Vec<u8>, String)>, LeaseError>> + Send;
+    /// Creates the object only if it does not exist (`If-None-Match: *`).
+    fn create(&self, body: String) -> impl Future<Output = Result<Written, LeaseError>> + Send;
+    /// Replaces the object only if its ETag is still `etag` (`If-Match`).
+    fn replace(&self, etag: &str, body: String) -> impl Future<Output = Result<Written, LeaseError>> + Send;
+    /// Deletes the object only if its ETag is still `etag` (`If-Match`); false when it was not.
+    fn delete(&self, etag: &str) -> impl Future<Output = Result<bool, LeaseError>> + Send;
+}
+
+/// A lease this process holds.
+#[derive(Debug)]
+pub struct Lease<S: LeaseStore> {
+    store: Arc<S>,
+    owner: String,
+    ttl: Duration,
+    state: Arc<Mutex<Held>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    etag: String,
+    record: LeaseRecord,
+    lost: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn chrono_ttl(ttl: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// A name for this process: host, pid and a random suffix (no identifier of anyone).
+pub fn owner_name() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into());
+    let suffix: u32 = rand::random();
+    format!("{host}/{}/{suffix:08x}", std::process::id())
+}
+
+impl<S: LeaseStore> Lease<S> {
+    /// Takes the lease for `owner` at `now`, or fails with [`LeaseError::Held`].
+    pub async fn acquire(
+        store: S,
+        owner: String,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Self, LeaseError> {
+        let record =
+            LeaseRecord { owner: owner.clone(), acquired_at: now, expires_at: now + chrono_ttl(ttl) };
+        let written = match store.read().await? {
+            None => store.create(record.to_json()).await?,
+            Some((body, etag)) => match LeaseRecord::from_json(&body) {
+                Some(current) if current.expires_at > now && current.owner != owner => {
+                    return Err(held(&store, &current));
+                }
+                Some(current) => {
+                    tracing::warn!(
+                        previous_owner = %current.owner,
+                        expired = %current.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        "taking over an expired lease"
+                    );
+                    store.replace(&etag, record.to_json()).await?
+                }
+                None => {
+                    tracing::warn!(location = %store.location(), "the lease object is not a lease; replacing it");
+                    store.replace(&etag, record.to_json()).await?
+                }
+            },
+        };
+        match written {
+            Written::Ok(etag) => Ok(Self {
+                store: Arc::new(store),
+                owner,
+                ttl,
+                state: Arc::new(Mutex::new(Held { etag, record, lost: false })),
+                renewer: None,
+            }),
+            // Someone created or took it between our read and our write: read who.
+            Written::PreconditionFailed => {
+                let holder = match store.read().await? {
+                    Some((body, _)) => LeaseRecord::from_json(&body),
+                    None => None,
+                };
+                Err(match holder {
+                    Some(h) => held(&store, &h),
+                    None => LeaseError::Held {
+                        location: store.location(),
+                        owner: "unknown".into(),
+                        expires_at: "unknown".into(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The lease's current record.
+    pub fn record(&self) -> LeaseRecord {
+        lock(&self.state).record.clone()
+    }
+
+    /// Whether a renewal found the lease taken by another runner.
+    pub fn is_lost(&self) -> bool {
+        lock(&self.state).lost
+    }
+
+    /// Renews once at `now`. Returns false when the lease was lost (another runner took
+    /// it, or it lapsed before a renewal succeeded).
+    pub async fn renew(&self, now: DateTime<Utc>) -> Result<bool, LeaseError> {
+        renew_once(&*self.store, &self.state, self.ttl, now).await
+    }
+
+    /// Starts renewing every third of the time to live; when the lease is lost, `stop` is
+    /// told ([`StopReason::LeaseLost`]) so the run stops before its next send.
+    pub fn keep_renewed(&mut self, stop: StopToken) {
+        let store = Arc::clone(&self.store);
+        let state = Arc::clone(&self.state);
+        let ttl = self.ttl;
+        let period = (ttl / 3).max(Duration::from_millis(100));
+        self.renewer = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match renew_once(&*store, &state, ttl, Utc::now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(location = %store.location(), "the lease was lost; stopping before the next send");
+                        stop.request(StopReason::LeaseLost);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; trying again"),
+                }
+            }
+        }));
+    }
+
+    /// Stops renewing and deletes the lease if it is still ours.
+    pub async fn release(mut self) {
+        if let Some(task) = self.renewer.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        let held = lock(&self.state).clone();
+        if held.lost {
+            return;
+        }
+        match self.store.delete(&held.etag).await {
+            Ok(true) => tracing::debug!(owner = %self.owner, "lease released"),
+            Ok(false) => tracing::warn!("the lease had been taken by another runner at release"),
+            Err(e) => tracing::warn!(error = %e, "could not release the lease; it lapses by itself"),
+        }
+    }
+}
+
+fn held<S: LeaseStore>(store: &S, current: &LeaseRecord) -> LeaseError {
+    LeaseError::Held {
+        location: store.location(),
+        owner: current.owner.clone(),
+        expires_at: current.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    }
+}
+
+async fn renew_once<S: LeaseStore>(
+    store: &S,
+    state: &Mutex<Held>,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<bool, LeaseError> {
+    let held = lock(state).clone();
+    if held.lost {
+        return Ok(false);
+    }
+    if held.record.expires_at <= now {
+        // It lapsed before we renewed it: someone may have taken it in between.
+        lock(state).lost = true;
+        return Ok(false);
+    }
+    let record = LeaseRecord { expires_at: now + chrono_ttl(ttl), ..held.record.clone() };
+    match store.replace(&held.etag, record.to_json()).await? {
+        Written::Ok(etag) => {
+            *lock(state) = Held { etag, record, lost: false };
+            Ok(true)
+        }
+        Written::PreconditionFailed => {
+            lock(state).lost = true;
+            Ok(false)
+        }
+    }
+}
+
+/// The lease object in S3.
+#[derive(Debug, Clone)]
+pub struct S3LeaseStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+}
+
+impl S3LeaseStore {
+    /// A store for `s3://bucket/key`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
+        Self { client, bucket, key }
+    }
+
+    fn error(&self, message: String) -> LeaseError {
+        LeaseError::S3 { location: self.location(), message }
+    }
+
+    async fn put(&self, condition: Condition<'_>, body: String) -> Result<Written, LeaseError> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .body(ByteStream::from(body.into_bytes()));
+        let put = match condition {
+            Condition::Absent => put.if_none_match("*"),
+            Condition::ETag(etag) => put.if_match(etag),
+        };
+        match put.send().await {
+            Ok(out) => Ok(Written::Ok(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                // 412: precondition failed; 409: a concurrent conditional write; 404: the
+                // object was deleted since we read it (If-Match on a missing key).
+                Some(412 | 409 | 404) => Ok(Written::PreconditionFailed),
+                _ => Err(self.error(crate::aws::error_text(&e))),
+            },
+        }
+    }
+}
+
+enum Condition<'a> {
+    Absent,
+    ETag(&'a str),
+}
+
+impl LeaseStore for S3LeaseStore {
+    fn location(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+
+    async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
+        match self.client.get_object().bucket(&self.bucket).key(&self.key).send().await {
+            Ok(out) => {
+                let etag = out.e_tag().unwrap_or_default().to_string();
+                let body = out.body.collect().await.map_err(|e| self.error(e.to_string()))?.into_bytes();
+                Ok(Some((body.to_vec(), etag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.error(crate::aws::error_text(&e))),
+        }
+    }
+
+    async fn create(&self, body: String) -> Result<Written, LeaseError> {
+        self.put(Condition::Absent, body).await
+    }
+
+    async fn replace(&self, etag: &str, body: String) -> Result<Written, LeaseError> {
+        self.put(Condition::ETag(etag), body).await
+    }
+
+    async fn delete(&self, etag: &str) -> Result<bool, LeaseError> {
+        match self.client.delete_object().bucket(&self.bucket).key(&self.key).if_match(etag).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(412 | 409 | 404) => Ok(false),
+                _ => Err(self.error(crate::aws::error_text(&e))),
+            },
+        }
+    }
+}
+
+/// An object's body and ETag.
+type StoredObject = (Vec<u8>, String);
+
+/// An in-memory lease store with S3's conditional semantics (for unit tests).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryLeaseStore {
+    object: Arc<Mutex<Option<StoredObject>>>,
+    version: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MemoryLeaseStore {
+    fn next_etag(&self) -> String {
+        format!("\"v{}\"", self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Overwrites the object unconditionally (a test stands in for another runner).
+    pub fn force(&self, body: &str) {
+        let etag = self.next_etag();
+        *lock(&self.object) = Some((body.as_bytes().to_vec(), etag));
+    }
+
+    /// The current body, if any.
+    pub fn body(&self) -> Option<String> {
+        lock(&self.object).as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+impl LeaseStore for MemoryLeaseStore {
+    fn location(&self) -> String {
+        "memory/lease".into()
+    }
+
+    async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
+        Ok(lock(&self.object).clone())
+    }
+
+    async fn create(&self, body: String) -> Result<Written, LeaseError> {
+        let mut obj = lock(&self.object);
+        if obj.is_some() {
+            return Ok(Written::PreconditionFailed);
+        }
+        let etag = self.next_etag();
+        *obj = Some((body.into_bytes(), etag.clone()));
+        Ok(Written::Ok(etag))
+    }
+
+    async fn replace(&self, etag: &str, body: String) -> Result<Written, LeaseError> {
+        let mut obj = lock(&self.object);
+        match obj.as_ref() {
+            Some((_, current)) if current == etag => {
+                let etag = self.next_etag();
+                *obj = Some((body.into_bytes(), etag.clone()));
+                Ok(Written::Ok(etag))
+            }
+            _ => Ok(Written::PreconditionFailed),
+        }
+    }
+
+    async fn delete(&self, etag: &str) -> Result<bool, LeaseError> {
+        let mut obj = lock(&self.object);
+        match obj.as_ref() {
+            Some((_, current)) if current == etag => {
+                *obj = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const TTL: Duration = Duration::from_secs(120);
+
+    #[tokio::test]
+    async fn the_first_runner_creates_the_lease_and_a_second_is_refused() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        assert_eq!(a.record().expires_at, t("2026-01-01T00:02:00Z"));
+        let err =
+            Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:01:00Z")).await.unwrap_err();
+        match err {
+            LeaseError::Held { owner, expires_at, .. } => {
+                assert_eq!(owner, "a");
+                assert_eq!(expires_at, "2026-01-01T00:02:00Z");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_and_its_old_holder_finds_it_lost() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        let b = Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:05:00Z")).await.unwrap();
+        assert_eq!(b.record().owner, "b");
+        // a wakes up late: its lease lapsed, so it is lost without writing anything.
+        assert!(!a.renew(t("2026-01-01T00:05:01Z")).await.unwrap());
+        assert!(a.is_lost());
+        assert!(store.body().unwrap().contains("\"b\""));
+        // a's release does not delete b's lease.
+        a.release().await;
+        assert!(store.body().is_some());
+        assert!(b.renew(t("2026-01-01T00:06:00Z")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_after_someone_else_wrote_the_lease_reports_it_lost() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        assert!(a.renew(t("2026-01-01T00:00:40Z")).await.unwrap());
+        assert_eq!(a.record().expires_at, t("2026-01-01T00:02:40Z"));
+        store.force(
+            &LeaseRecord {
+                owner: "intruder".into(),
+                acquired_at: t("2026-01-01T00:01:00Z"),
+                expires_at: t("2026-01-01T00:03:00Z"),
+            }
+            .to_json(),
+        );
+        assert!(!a.renew(t("2026-01-01T00:01:20Z")).await.unwrap());
+        assert!(a.is_lost());
+    }
+
+    #[tokio::test]
+    async fn release_deletes_the_lease_so_the_next_runner_can_start_at_once() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        a.release().await;
+        assert!(store.body().is_none());
+        Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:00:01Z")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_in_the_lease_object_is_replaced() {
+        let store = MemoryLeaseStore::default();
+        store.force("not json");
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        assert_eq!(a.record().owner, "a");
+        assert_eq!(LeaseRecord::from_json(store.body().unwrap().as_bytes()).unwrap(), a.record());
+    }
+
+    #[tokio::test]
+    async fn the_background_renewer_stops_the_run_when_the_lease_is_taken() {
+        let store = MemoryLeaseStore::default();
+        let mut a =
+            Lease::acquire(store.clone(), "a".into(), Duration::from_millis(600), Utc::now()).await.unwrap();
+        let stop = StopToken::new();
+        a.keep_renewed(stop.clone());
+        store.force("{\"owner\":\"b\",\"acquired_at\":\"2026-01-01T00:00:00Z\",\"expires_at\":\"2099-01-01T00:00:00Z\"}");
+        stop.stopped().await;
+        assert_eq!(stop.reason(), Some(StopReason::LeaseLost));
+        a.release().await;
+        assert!(store.body().unwrap().contains("\"b\""), "the other runner's lease stays");
+    }
+}
