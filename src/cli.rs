@@ -31,8 +31,10 @@ Examples:
   echo 23333012345678 | pc-reserve-poller -e qa pseudonymize
 
 Exit codes: 0 done (also when nothing was new), 1 the run failed (the message names the
-stage), 2 configuration or usage error (nothing was done), 4 another writer moved the
-cursor (this run stopped without sending more).";
+stage), 2 configuration or usage error (nothing was done), 3 another runner holds the
+lease (or took it during this run; nothing more was sent), 4 another writer moved the
+cursor (this run stopped without sending more), 5 retention lost (Envisionware's oldest
+row is newer than the cursor), 6 stopped by SIGTERM/SIGINT after saving the cursor.";
 
 /// `pc-reserve-poller`.
 #[derive(Debug, Parser)]

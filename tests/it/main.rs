@@ -4,4 +4,5 @@
 mod binary;
 mod runs;
 mod safety;
+mod stopping;
 mod support;
