@@ -52,6 +52,17 @@ pub enum RunError {
         /// The cursor as saved (`pcrDateTime`).
         cursor: String,
     },
+    /// The stored cursor is ahead of the database's clock: rows written before that time
+    /// would be skipped.
+    #[error(
+        "cursor store: the cursor ({cursor}) is more than 2 hours ahead of Envisionware's clock ({now}); rows written until then would be skipped. Fix the cursor object by hand"
+    )]
+    CursorInFuture {
+        /// The cursor's `pcrDateTime`.
+        cursor: String,
+        /// The database's `NOW()`.
+        now: String,
+    },
     /// Envisionware no longer holds rows right after the cursor.
     #[error(
         "Envisionware: retention lost: its oldest reservation ({oldest}) is newer than the cursor ({cursor}); reservations in between were purged before they were sent. Recover them from a backup, then move the cursor by hand"
@@ -272,7 +283,8 @@ where
 }
 
 /// The retention watchdog: warns when the cursor is older than `max_age` by the
-/// database's own clock, fails when Envisionware's oldest row is newer than the cursor.
+/// database's own clock, fails when Envisionware's oldest row is newer than the cursor,
+/// and when the cursor is well ahead of the clock.
 async fn check_retention<Src: ReservationSource>(
     source: &Src,
     cursor: Cursor,
@@ -287,6 +299,14 @@ async fn check_retention<Src: ReservationSource>(
         return Err(RunError::RetentionLost {
             oldest: format_date_time(oldest),
             cursor: format_date_time(cursor.date_time),
+        });
+    }
+    // Two hours of tolerance: November's repeated hour legitimately puts a cursor up to an
+    // hour ahead of the clock.
+    if cursor.date_time > retention.now + chrono::TimeDelta::hours(2) {
+        return Err(RunError::CursorInFuture {
+            cursor: format_date_time(cursor.date_time),
+            now: format_date_time(retention.now),
         });
     }
     let age = retention.now - cursor.date_time;

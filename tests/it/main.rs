@@ -1,6 +1,7 @@
 //! Integration tests against the real local stack (MariaDB, PostgreSQL, moto over TCP).
 //! Run them with `scripts/test.sh`, which starts the stack and exports its addresses.
 
+mod bad_input;
 mod binary;
 mod runs;
 mod safety;
