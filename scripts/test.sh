@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints, runs
-# the unit and integration tests, then a small end-to-end demo run checked by an
-# independent oracle (scripts/verify_demo.py).
+# the unit and integration tests, the quick fault suite (scripts/fault-suite.sh --quick),
+# then a small end-to-end demo run checked by an independent oracle (scripts/verify_demo.py).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -30,6 +30,9 @@ fi
 
 step "cargo test (unit + integration against the local stack)"
 cargo test --locked --all-targets
+
+step "fault suite, CI-sized (SIGKILL loop, cut database connections, Kinesis partial failures, two pollers; about 1 minute)"
+scripts/fault-suite.sh --quick
 
 step "end-to-end demo run, checked by the independent oracle"
 PCR_DEMO_QUIET=1 scripts/demo.sh 3000

@@ -141,7 +141,12 @@ fn chrono_ttl(ttl: Duration) -> chrono::TimeDelta {
 
 /// A name for this process: host, pid and a random suffix (no identifier of anyone).
 pub fn owner_name() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
     let suffix: u32 = rand::random();
     format!("{host}/{}/{suffix:08x}", std::process::id())
 }
