@@ -10,7 +10,7 @@ shared servers are never stopped. Faults:
   mysql    a TCP proxy in front of MariaDB cuts every connection mid-run
   postgres a TCP proxy in front of PostgreSQL (Sierra, Redshift) cuts them mid-run
   kinesis  an HTTP proxy in front of moto fails a share of PutRecords entries
-           (ProvisionedThroughputExceededException) without forwarding them
+           (ProvisionedThroughputExceededException, InternalFailure) without forwarding them
   two      two pollers started at once on the same cursor
 
 Usage: fault_suite.py BINARY [--quick] [--kills N] [--only NAME,...] [--table]
@@ -526,7 +526,10 @@ class KinesisFaultHandler(http.server.BaseHTTPRequestHandler):
             merged, it = [], iter(results)
             for f in fail:
                 merged.append(
-                    {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "injected by the fault proxy"}
+                    {
+                        "ErrorCode": random.choice(["ProvisionedThroughputExceededException", "InternalFailure"]),
+                        "ErrorMessage": "injected by the fault proxy",
+                    }
                     if f
                     else next(it)
                 )
@@ -557,7 +560,7 @@ def scenario_kinesis(binary, rows, share=0.3):
         log(f"kinesis: {proxy.failed} entries failed by the proxy ({share:.0%} share), lost {lost}, duplicates {dups}")
         return {
             "cmd": "kinesis",
-            "fault": f"Kinesis fails {share:.0%} of PutRecords entries (ProvisionedThroughputExceededException)",
+            "fault": f"Kinesis fails {share:.0%} of PutRecords entries (ProvisionedThroughputExceededException, InternalFailure)",
             "lost": lost,
             "max_dup": dups,
             "total_dup": dups,

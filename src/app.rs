@@ -172,36 +172,48 @@ async fn run_stages(
     s3: aws_sdk_s3::Client,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
-        .await
-        .map_err(AppError::Schema)?;
-    let (ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
-        async {
-            connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
+    // Nothing has been sent yet: a stop during start-up ends the run at once.
+    let mut startup_stop = stop.clone();
+    startup_stop.grace = std::time::Duration::ZERO;
+    let (encoder, (ew_pool, sierra_pool, redshift_pool)) = startup_stop
+        .bounded(async {
+            let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
                 .await
-                .map_err(|source| AppError::Connect { what: "Envisionware", source })
-        },
-        async {
-            connect_pg(
-                "Sierra connect",
-                pg_options(&settings.sierra, false, settings.statement_timeout),
-                settings.connect_timeout,
-                &settings.retry,
-            )
-            .await
-            .map_err(|source| AppError::Connect { what: "Sierra", source })
-        },
-        async {
-            connect_pg(
-                "Redshift connect",
-                pg_options(&settings.redshift, true, settings.statement_timeout),
-                settings.connect_timeout,
-                &settings.retry,
-            )
-            .await
-            .map_err(|source| AppError::Connect { what: "Redshift", source })
-        },
-    )?;
+                .map_err(AppError::Schema)?;
+            let pools = tokio::try_join!(
+                async {
+                    connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
+                        .await
+                        .map_err(|source| AppError::Connect { what: "Envisionware", source })
+                },
+                async {
+                    connect_pg(
+                        "Sierra connect",
+                        pg_options(&settings.sierra, false, settings.statement_timeout),
+                        settings.connect_timeout,
+                        &settings.retry,
+                    )
+                    .await
+                    .map_err(|source| AppError::Connect { what: "Sierra", source })
+                },
+                async {
+                    connect_pg(
+                        "Redshift connect",
+                        pg_options(&settings.redshift, true, settings.statement_timeout),
+                        settings.connect_timeout,
+                        &settings.retry,
+                    )
+                    .await
+                    .map_err(|source| AppError::Connect { what: "Redshift", source })
+                },
+            )?;
+            Ok::<_, AppError>((encoder, pools))
+        })
+        .await
+        .ok_or_else(|| RunError::Stopped {
+            reason: stop.reason().unwrap_or(StopReason::Terminate),
+            cursor: "not moved".into(),
+        })??;
     let store = (!settings.ignore_cache)
         .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
     let sender = (!settings.ignore_kinesis).then(|| {
