@@ -753,6 +753,34 @@ mod tests {
     }
 
     #[test]
+    fn lease_stop_settle_and_watchdog_defaults_and_checks() {
+        let s = settings_with(&[]).unwrap();
+        assert_eq!(s.lease_resource, "r.json.lease");
+        assert_eq!(s.lease_ttl, Duration::from_secs(120));
+        assert_eq!(s.stop_timeout, Duration::from_secs(20));
+        assert_eq!(s.settle_delay, Duration::ZERO);
+        assert_eq!(s.cursor_max_age, Duration::from_secs(24 * 3600));
+        let s = settings_with(&[
+            ("LEASE_RESOURCE", Some("locks/poller")),
+            ("SETTLE_DELAY_SECONDS", Some("3600")),
+            ("CURSOR_MAX_AGE_HOURS", Some("6")),
+        ])
+        .unwrap();
+        assert_eq!(s.lease_resource, "locks/poller");
+        assert_eq!(s.settle_delay, Duration::from_secs(3600));
+        assert_eq!(s.cursor_max_age, Duration::from_secs(6 * 3600));
+        for (name, value) in [
+            ("LEASE_TTL_SECONDS", "0"),
+            ("STOP_TIMEOUT_SECONDS", "soon"),
+            ("SETTLE_DELAY_SECONDS", "-1"),
+            ("CURSOR_MAX_AGE_HOURS", "a day"),
+        ] {
+            let err = settings_with(&[(name, Some(value))]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn missing_variables_are_named_together() {
         let err = settings_with(&[("SIERRA_DB_HOST", None), ("BCRYPT_SALT", None)]).unwrap_err();
         let text = err.to_string();

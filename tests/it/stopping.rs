@@ -1,4 +1,4 @@
-//! SIGTERM in the middle of a run of the real binary: the request in flight finishes,
+//! The real binary under stops and watchdog faults. SIGTERM mid-run: the request in flight finishes,
 //! the cursor is saved on the last acknowledged record, the lease is released, the exit
 //! code is 6, and the next run completes with nothing lost.
 
@@ -110,5 +110,26 @@ async fn a_run_whose_lease_is_taken_stops_before_its_next_send_with_exit_3() {
     // The intruder's lease is left alone.
     let out = poller(&env, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_watchdog_warns_on_an_old_cursor_and_exits_5_when_rows_were_purged() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(5)).await; // from 2024-06-01 10:00:00
+    env.put_cursor_object(r#"{"pcr_key": "1", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    let out = poller(&env, &[("CURSOR_MAX_AGE_HOURS", "1")]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("older than CURSOR_MAX_AGE_HOURS"), "{stderr}");
+
+    // The oldest row Envisionware holds is newer than the cursor: rows were purged.
+    let purged = r#"{"pcr_key": "9", "pcr_date_time": "2024-05-30 10:00:00"}"#;
+    env.put_cursor_object(purged).await;
+    let out = poller(&env, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("retention lost"), "{stderr}");
+    assert_eq!(env.cursor_object().await.as_deref(), Some(purged));
     env.cleanup().await;
 }
