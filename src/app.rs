@@ -26,6 +26,10 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code: another writer changed the cursor; this run stopped without sending more.
 pub const EXIT_CONFLICT: u8 = 4;
+/// Exit code: stopped by SIGTERM/SIGINT after saving the cursor.
+pub const EXIT_STOPPED: u8 = 6;
+/// Exit code: `check` found a failing dependency.
+pub const EXIT_CHECK_FAILED: u8 = 7;
 
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,21 @@ pub enum AppError {
     /// The run loop failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Reading or writing the cursor object outside a run (cursor tools).
+    #[error("cursor store: {0}")]
+    State(#[from] crate::state::StateError),
+    /// A tool failed; the message names the stage.
+    #[error("{0}")]
+    Tool(String),
+    /// The command line asks for something impossible; nothing was done.
+    #[error("usage: {0}")]
+    Usage(String),
+    /// `check` found failing dependencies (they were printed).
+    #[error("check: {0} of the dependencies failed")]
+    CheckFailed(usize),
+    /// SIGTERM or SIGINT stopped the command after the cursor was saved.
+    #[error("stopped by a signal; the cursor is saved")]
+    Stopped,
 }
 
 impl AppError {
@@ -58,7 +77,11 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => EXIT_CONFIG,
-            Self::Run(RunError::State(crate::state::StateError::Conflict { .. })) => EXIT_CONFLICT,
+            Self::Run(RunError::State(crate::state::StateError::Conflict { .. }))
+            | Self::State(crate::state::StateError::Conflict { .. }) => EXIT_CONFLICT,
+            Self::Usage(_) => EXIT_CONFIG,
+            Self::CheckFailed(_) => EXIT_CHECK_FAILED,
+            Self::Stopped => EXIT_STOPPED,
             _ => EXIT_FAILURE,
         }
     }
@@ -114,12 +137,21 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
         .map_err(|e| ConfigError::Invalid { name: "BCRYPT_SALT".into(), reason: e.to_string() })
 }
 
-/// Performs one run with the real stages.
-pub async fn run_once(
-    settings: &Settings,
-    sdk: &SdkConfig,
-    aws: &AwsSettings,
-) -> Result<RunSummary, AppError> {
+/// The real stages that talk to databases and the schema endpoint, connected.
+#[derive(Debug)]
+pub struct Connected {
+    /// The checked schema's encoder.
+    pub encoder: crate::encode::AvroEncoder,
+    /// Envisionware.
+    pub envisionware: Envisionware,
+    /// Sierra.
+    pub sierra: Sierra,
+    /// Redshift.
+    pub redshift: Redshift,
+}
+
+/// Fetches the schema and opens the three database pools (concurrently).
+pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
     let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
         .await
         .map_err(AppError::Schema)?;
@@ -150,13 +182,56 @@ pub async fn run_once(
             .map_err(|source| AppError::Connect { what: "Redshift", source })
         },
     )?;
+    Ok(Connected {
+        encoder,
+        envisionware: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry),
+        sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
+        redshift: Redshift::new(
+            redshift_pool,
+            settings.redshift_patron_table.clone(),
+            settings.statement_timeout,
+            settings.retry,
+        ),
+    })
+}
+
+/// An S3 client honouring the endpoint's addressing style.
+pub fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
+    let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
+    aws_sdk_s3::Client::from_conf(s3_conf)
+}
+
+/// The run options the settings give (no progress hook).
+pub fn run_options(settings: &Settings) -> RunOptions {
+    RunOptions {
+        envisionware_batch_size: settings.envisionware_batch_size,
+        kinesis_batch_size: settings.kinesis_batch_size,
+        max_batches: settings.max_batches,
+        start_cursor: settings.start_cursor,
+        cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
+        progress: None,
+    }
+}
+
+/// Performs one run with the real stages.
+pub async fn run_once(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+) -> Result<RunSummary, AppError> {
+    run_once_with(settings, sdk, aws, None).await
+}
+
+/// Performs one run with the real stages, calling `progress` after every batch.
+pub async fn run_once_with(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    progress: Option<crate::pipeline::ProgressHook>,
+) -> Result<RunSummary, AppError> {
+    let connected = connect(settings).await?;
     let store = (!settings.ignore_cache).then(|| {
-        let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
-        S3CursorStore::new(
-            aws_sdk_s3::Client::from_conf(s3_conf),
-            settings.s3_bucket.clone(),
-            settings.s3_resource.clone(),
-        )
+        S3CursorStore::new(s3_client(sdk, aws), settings.s3_bucket.clone(), settings.s3_resource.clone())
     });
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
@@ -168,25 +243,14 @@ pub async fn run_once(
     let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
         .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
-        source: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry),
-        sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
-        redshift: Redshift::new(
-            redshift_pool,
-            settings.redshift_patron_table.clone(),
-            settings.statement_timeout,
-            settings.retry,
-        ),
+        source: connected.envisionware,
+        sierra: connected.sierra,
+        redshift: connected.redshift,
         store,
         sender,
         pseudonymizer,
-        encoder,
+        encoder: connected.encoder,
     };
-    let options = RunOptions {
-        envisionware_batch_size: settings.envisionware_batch_size,
-        kinesis_batch_size: settings.kinesis_batch_size,
-        max_batches: settings.max_batches,
-        start_cursor: settings.start_cursor,
-        cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
-    };
+    let options = RunOptions { progress, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
 }

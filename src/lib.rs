@@ -18,13 +18,17 @@
 pub mod app;
 pub mod aws;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod dry_run;
 pub mod encode;
 pub mod enrich;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod pseudonym;
 pub mod records;
 pub mod retry;

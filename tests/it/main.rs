@@ -4,3 +4,4 @@
 mod binary;
 mod runs;
 mod support;
+mod tools;
