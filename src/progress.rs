@@ -7,6 +7,27 @@ use std::time::Instant;
 
 use crate::pipeline::{Progress, ProgressHook};
 
+/// The bar line on screen, if any: log lines clear it, print, and draw it again below.
+static ON_SCREEN: Mutex<Option<String>> = Mutex::new(None);
+
+/// Writes `bytes` (whole log lines) to standard error, keeping the progress line, if one
+/// is on screen, below them.
+pub fn write_around_bar(bytes: &[u8]) -> std::io::Result<()> {
+    let bar = ON_SCREEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut err = std::io::stderr().lock();
+    match bar.as_deref() {
+        None => err.write_all(bytes),
+        Some(line) => {
+            err.write_all(b"\r\x1b[2K")?;
+            err.write_all(bytes)?;
+            if bytes.ends_with(b"\n") {
+                err.write_all(line.as_bytes())?;
+            }
+            err.flush()
+        }
+    }
+}
+
 /// Draws the bar; shared by the hook the run loop calls.
 #[derive(Debug)]
 struct Bar {
@@ -37,17 +58,20 @@ impl TerminalProgress {
             let mut bar = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             bar.drawn = true;
             let line = render(bar.total, p.reservations, bar.started.elapsed().as_secs_f64());
+            let mut on_screen = ON_SCREEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut err = std::io::stderr().lock();
             // Progress is decoration: a failed write to the terminal is ignored.
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();
+            *on_screen = Some(line);
         }))
     }
 
     /// Ends the line so later output starts on a fresh one.
     pub fn finish(&self) {
         let bar = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if bar.drawn {
+        let mut on_screen = ON_SCREEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bar.drawn && on_screen.take().is_some() {
             eprintln!();
         }
     }

@@ -67,6 +67,8 @@ async fn dry_run_writes_json_lines_or_avro_and_touches_neither_kinesis_nor_the_c
     let jsonl = dir.join("out.jsonl");
     let out = run_bin(&["-c", &cfg, "run", "--dry-run", "--output", jsonl.to_str().unwrap()], &env, None);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Standard error is a pipe here: no progress line.
+    assert!(!text(&out.stderr).contains("ETA") && !text(&out.stderr).contains('\r'), "{}", text(&out.stderr));
     let lines = std::fs::read_to_string(&jsonl).unwrap();
     let records: Vec<pc_reserve_poller::domain::PcReserveRecord> =
         lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
