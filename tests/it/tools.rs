@@ -346,3 +346,13 @@ fn every_subcommand_has_help_with_an_example() {
         assert!(out.status.success() && help.contains("Example"), "{args:?}: {help}");
     }
 }
+
+#[test]
+fn the_config_templates_parse_and_name_every_required_variable() {
+    for name in ["devel", "qa", "production"] {
+        let path = std::path::PathBuf::from(format!("config/{name}.yaml"));
+        let raw = pc_reserve_poller::config::RawConfig::gather(Some(&path), &|_| None, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        raw.check_required().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
