@@ -21,6 +21,12 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ AppError::Stopped) => {
+            // A requested stop is not a failure; the exit code tells schedulers it happened.
+            tracing::info!("{err}");
+            eprintln!("pc-reserve-poller: {err}");
+            ExitCode::from(err.exit_code())
+        }
         Err(err) => {
             tracing::error!(error = %err, "failed");
             eprintln!("pc-reserve-poller: error: {err}");

@@ -63,6 +63,9 @@ async fn check_ticks_every_dependency_and_exits_7_when_one_fails() {
 async fn dry_run_writes_json_lines_or_avro_and_touches_neither_kinesis_nor_the_cursor() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(7)).await;
+    // One patron found in Sierra with a Redshift address, the others missing.
+    env.insert_patron(42, "23333000000001", Some(10), Some(2), Some("mm")).await;
+    env.insert_geo(42, "10018", "36061008400").await;
     let (dir, cfg) = config(&env).await;
     let jsonl = dir.join("out.jsonl");
     let out = run_bin(&["-c", &cfg, "run", "--dry-run", "--output", jsonl.to_str().unwrap()], &env, None);
@@ -75,6 +78,7 @@ async fn dry_run_writes_json_lines_or_avro_and_touches_neither_kinesis_nor_the_c
     let keys = by_key(&records);
     assert_eq!(keys.len(), 7);
     assert!(keys.contains_key(&p("1")) && keys.contains_key(&p("7")));
+    assert_eq!(keys[&p("1")].postal_code.as_deref(), Some("10018"), "{lines}");
 
     let avro = dir.join("out.avro");
     let out = run_bin(
@@ -89,6 +93,11 @@ async fn dry_run_writes_json_lines_or_avro_and_touches_neither_kinesis_nor_the_c
 
     assert!(env.sent().await.is_empty(), "a dry run sent records");
     assert_eq!(env.cursor_object().await, None, "a dry run wrote the cursor");
+
+    // What the dry run wrote is exactly what a real run then sends.
+    let out = run_bin(&["-c", &cfg], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(by_key(&env.sent().await), keys);
     env.cleanup().await;
 }
 
