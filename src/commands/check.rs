@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use crate::app::{self, AppError};
 use crate::cli::ConfigArgs;
 use crate::config::Settings;
-use crate::db::{connect_mysql, connect_pg, pg_options, with_timeout};
+use sqlx::Connection as _;
+
+use crate::db::{mysql_options, pg_options, with_timeout};
 use crate::domain::{Cursor, format_date_time};
 use crate::encode::fetch_encoder;
 use crate::retry::RetryPolicy;
@@ -102,21 +104,28 @@ pub async fn dependencies(
             .map_err(|e| e.to_string())
     });
     let envisionware = timed("Envisionware", async {
-        let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &once)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        with_timeout(timeout, sqlx::query("SELECT pcrKey, pcrUserID, pcrMinutesUsed, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 FROM strad_bci LIMIT 0").fetch_all(&pool))
+        // One plain connection: a refused connection answers at once, where a pool would
+        // keep trying until its timeout.
+        let mut conn = with_timeout(
+            settings.connect_timeout,
+            sqlx::MySqlConnection::connect_with(&mysql_options(&settings.envisionware)),
+        )
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        with_timeout(timeout, sqlx::query("SELECT pcrKey, pcrUserID, pcrMinutesUsed, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 FROM strad_bci LIMIT 0").fetch_all(&mut conn))
             .await
             .map_err(|e| format!("strad_bci: {e}"))?;
-        pool.close().await;
+        let _ = conn.close().await;
         Ok("connected; strad_bci readable".to_string())
     });
     let sierra = timed("Sierra", async {
-        let pool = connect_pg(
-            "Sierra connect",
-            pg_options(&settings.sierra, false, settings.statement_timeout),
+        let mut pool = with_timeout(
             settings.connect_timeout,
-            &once,
+            sqlx::PgConnection::connect_with(&pg_options(
+                &settings.sierra,
+                false,
+                settings.statement_timeout,
+            )),
         )
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -130,29 +139,31 @@ pub async fn dependencies(
                 "SELECT id, barcode, ptype_code, home_library_code, pcode3 FROM sierra_view.patron_view LIMIT 0",
             ),
         ] {
-            with_timeout(timeout, sqlx::query(sql).fetch_all(&pool))
+            with_timeout(timeout, sqlx::query(sql).fetch_all(&mut pool))
                 .await
                 .map_err(|e| format!("{table}: {e}"))?;
         }
-        pool.close().await;
+        let _ = pool.close().await;
         Ok("connected; sierra_view.phrase_entry and patron_view readable".to_string())
     });
     let redshift = timed("Redshift", async {
-        let pool = connect_pg(
-            "Redshift connect",
-            pg_options(&settings.redshift, true, settings.statement_timeout),
+        let mut pool = with_timeout(
             settings.connect_timeout,
-            &once,
+            sqlx::PgConnection::connect_with(&pg_options(
+                &settings.redshift,
+                true,
+                settings.statement_timeout,
+            )),
         )
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
         // The table name is validated by the configuration (letters, digits, `_`).
         let table = &settings.redshift_patron_table;
         let sql = format!("SELECT patron_id, postal_code, geoid FROM {table} LIMIT 0");
-        with_timeout(timeout, sqlx::query(&sql).fetch_all(&pool))
+        with_timeout(timeout, sqlx::query(&sql).fetch_all(&mut pool))
             .await
             .map_err(|e| format!("{table}: {e}"))?;
-        pool.close().await;
+        let _ = pool.close().await;
         Ok(format!("connected; {table} readable"))
     });
     let kinesis = timed("Kinesis", async {
@@ -165,7 +176,7 @@ pub async fn dependencies(
             .stream_arn(&settings.kinesis_stream_arn)
             .send()
             .await
-            .map_err(|e| crate::aws::error_text(&e))?;
+            .map_err(|e| super::aws_error_line(&e))?;
         let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
         let status = summary.stream_status().as_str().to_string();
         let detail =
@@ -182,7 +193,7 @@ pub async fn dependencies(
             .bucket(&settings.s3_bucket)
             .send()
             .await
-            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, crate::aws::error_text(&e)))?;
+            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, super::aws_error_line(&e)))?;
         let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
         let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
         match store.load().await.map_err(|e| e.to_string())? {
