@@ -26,7 +26,19 @@ pub fn init(level: LogLevel, json: bool) {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
     // A second initialisation (tests) is harmless: keep the first subscriber.
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    if json && installed.is_ok() {
+        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether JSON logging is installed.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether every line on standard error must be JSON (`LOG_FORMAT=json` is installed), so
+/// nothing may be printed there but through the logger.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Standard error, written so that a progress line on screen stays below the log lines.

@@ -8,6 +8,7 @@ use clap::Parser as _;
 use pc_reserve_poller::app::{self, AppError};
 use pc_reserve_poller::cli::{Cli, Command, CursorCommand, RunArgs};
 use pc_reserve_poller::commands::{self, decode::DecodeFrom};
+use pc_reserve_poller::logging;
 use pc_reserve_poller::pseudonym::pseudonym;
 
 fn main() -> ExitCode {
@@ -24,12 +25,17 @@ fn main() -> ExitCode {
         Err(err @ AppError::Stopped) => {
             // A requested stop is not a failure; the exit code tells schedulers it happened.
             tracing::info!("{err}");
-            eprintln!("pc-reserve-poller: {err}");
+            if !logging::json_logs() {
+                eprintln!("pc-reserve-poller: {err}");
+            }
             ExitCode::from(err.exit_code())
         }
         Err(err) => {
             tracing::error!(error = %err, "failed");
-            eprintln!("pc-reserve-poller: error: {err}");
+            // With JSON logs the line above is the whole report: standard error stays JSON.
+            if !logging::json_logs() {
+                eprintln!("pc-reserve-poller: error: {err}");
+            }
             ExitCode::from(err.exit_code())
         }
     }

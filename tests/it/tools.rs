@@ -178,6 +178,31 @@ async fn the_summary_line_json_logs_and_emf_metrics() {
     assert_eq!(emf["RunsFailed"], 0);
     assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "PcReservePoller");
     assert!(emf["_aws"]["Timestamp"].is_u64());
+
+    // A failed run: still only JSON on standard error, and a RunsFailed metric.
+    let out = run_bin(
+        &[
+            "-c",
+            &cfg,
+            "--set",
+            "LOG_FORMAT=json",
+            "--set",
+            "PC_RESERVE_SCHEMA_URL=http://127.0.0.1:1/schema",
+            "run",
+            "--metrics",
+            "emf",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("schema"), "{stderr}");
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let emf: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(emf["RunsFailed"], 1);
     env.cleanup().await;
 }
 
