@@ -143,6 +143,43 @@ async fn cursor_show_and_set_with_confirmation_and_the_unsent_rows_guard() {
 }
 
 #[tokio::test]
+async fn cursor_set_exits_4_when_another_writer_moved_the_cursor_meanwhile() {
+    use std::io::{Read as _, Write as _};
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(3)).await;
+    env.put_cursor_object(r#"{"pcr_key": "3", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    let (_dir, cfg) = config(&env).await;
+    let mut child = Command::new(BIN)
+        .args(["-c", &cfg, "cursor", "set", "--date-time", "2024-01-01 00:00:00", "--key", "0"])
+        .env_remove("ENVIRONMENT")
+        .env("AWS_ENDPOINT_URL", &env.stack.aws_endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the question: the cursor (and its ETag) has been read by then.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8];
+    while !String::from_utf8_lossy(&seen).contains("Type yes to confirm") {
+        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "{}", text(&seen));
+        seen.push(byte[0]);
+    }
+    // Another writer moves it, then the operator confirms.
+    env.put_cursor_object(r#"{"pcr_key": "2", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(4), "{rest}");
+    assert!(rest.contains("changed by another writer"), "{rest}");
+    assert_eq!(env.cursor().await.unwrap().key, 2, "the other writer's cursor was overwritten");
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_summary_line_json_logs_and_emf_metrics() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(7)).await;
