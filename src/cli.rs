@@ -95,10 +95,11 @@ pub enum Command {
         /// Values to pseudonymise; none reads standard input, one value per line.
         values: Vec<String>,
     },
-    /// Check every dependency: configuration and secrets, schema, Envisionware, Sierra,
-    /// Redshift, the Kinesis stream and the S3 cursor. Sends and writes nothing.
+    /// Check every dependency, one line each; sends and writes nothing.
     ///
-    /// Prints one line per dependency: a tick or a cross, the latency and what was found
+    /// Checks the configuration and secrets, the schema, Envisionware, Sierra, Redshift
+    /// (the tables the poller reads), the Kinesis stream and the S3 cursor, without
+    /// retries. Prints one line per dependency: a tick or a cross, the latency and what was found
     /// or why it failed. Exit code 7 when anything failed.
     #[command(
         after_help = "Example:\n  ENVIRONMENT=production pc-reserve-poller check || echo 'something is down'"
