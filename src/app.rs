@@ -36,6 +36,8 @@ pub const EXIT_CONFLICT: u8 = 4;
 pub const EXIT_RETENTION_LOST: u8 = 5;
 /// Exit code: stopped by SIGTERM or SIGINT after saving the cursor of what was acknowledged.
 pub const EXIT_STOPPED: u8 = 6;
+/// Exit code: `check` found a failing dependency.
+pub const EXIT_CHECK_FAILED: u8 = 7;
 
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,21 @@ pub enum AppError {
     /// The run loop failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Reading or writing the cursor object outside a run (cursor tools).
+    #[error("cursor store: {0}")]
+    State(#[from] crate::state::StateError),
+    /// A tool failed; the message names the stage.
+    #[error("{0}")]
+    Tool(String),
+    /// The command line asks for something impossible; nothing was done.
+    #[error("usage: {0}")]
+    Usage(String),
+    /// `check` found failing dependencies (they were printed).
+    #[error("check: {0} of the dependencies failed")]
+    CheckFailed(usize),
+    /// SIGTERM or SIGINT stopped the command after the cursor was saved.
+    #[error("stopped by a signal; the cursor is saved")]
+    Stopped,
 }
 
 impl AppError {
@@ -71,11 +88,14 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => EXIT_CONFIG,
-            Self::Run(RunError::State(crate::state::StateError::Conflict { .. })) => EXIT_CONFLICT,
+            Self::Run(RunError::State(crate::state::StateError::Conflict { .. }))
+            | Self::State(crate::state::StateError::Conflict { .. }) => EXIT_CONFLICT,
             Self::Lease(LeaseError::Held { .. }) => EXIT_LEASE_HELD,
             Self::Run(RunError::Stopped { reason: StopReason::LeaseLost, .. }) => EXIT_LEASE_HELD,
-            Self::Run(RunError::Stopped { .. }) => EXIT_STOPPED,
+            Self::Run(RunError::Stopped { .. }) | Self::Stopped => EXIT_STOPPED,
             Self::Run(RunError::RetentionLost { .. }) => EXIT_RETENTION_LOST,
+            Self::Usage(_) => EXIT_CONFIG,
+            Self::CheckFailed(_) => EXIT_CHECK_FAILED,
             _ => EXIT_FAILURE,
         }
     }
@@ -131,6 +151,86 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
         .map_err(|e| ConfigError::Invalid { name: "BCRYPT_SALT".into(), reason: e.to_string() })
 }
 
+/// The real stages that talk to databases and the schema endpoint, connected.
+#[derive(Debug)]
+pub struct Connected {
+    /// The checked schema's encoder.
+    pub encoder: crate::encode::AvroEncoder,
+    /// Envisionware.
+    pub envisionware: Envisionware,
+    /// Sierra.
+    pub sierra: Sierra,
+    /// Redshift.
+    pub redshift: Redshift,
+}
+
+/// Fetches the schema and opens the three database pools (concurrently).
+pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
+    let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
+        .await
+        .map_err(AppError::Schema)?;
+    let (ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
+        async {
+            connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
+                .await
+                .map_err(|source| AppError::Connect { what: "Envisionware", source })
+        },
+        async {
+            connect_pg(
+                "Sierra connect",
+                pg_options(&settings.sierra, false, settings.statement_timeout),
+                settings.connect_timeout,
+                &settings.retry,
+            )
+            .await
+            .map_err(|source| AppError::Connect { what: "Sierra", source })
+        },
+        async {
+            connect_pg(
+                "Redshift connect",
+                pg_options(&settings.redshift, true, settings.statement_timeout),
+                settings.connect_timeout,
+                &settings.retry,
+            )
+            .await
+            .map_err(|source| AppError::Connect { what: "Redshift", source })
+        },
+    )?;
+    Ok(Connected {
+        encoder,
+        envisionware: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry)
+            .with_settle_delay(settings.settle_delay),
+        sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
+        redshift: Redshift::new(
+            redshift_pool,
+            settings.redshift_patron_table.clone(),
+            settings.statement_timeout,
+            settings.retry,
+        ),
+    })
+}
+
+/// An S3 client honouring the endpoint's addressing style.
+pub fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
+    let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
+    aws_sdk_s3::Client::from_conf(s3_conf)
+}
+
+/// The run options the settings give: no progress hook, and a stop token nobody sets
+/// unless the caller replaces it.
+pub fn run_options(settings: &Settings) -> RunOptions {
+    RunOptions {
+        envisionware_batch_size: settings.envisionware_batch_size,
+        kinesis_batch_size: settings.kinesis_batch_size,
+        max_batches: settings.max_batches,
+        start_cursor: settings.start_cursor,
+        cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
+        stop: StopToken::with_grace(settings.stop_timeout),
+        cursor_max_age: settings.cursor_max_age,
+        progress: None,
+    }
+}
+
 /// Performs one run with the real stages, not listening for signals.
 pub async fn run_once(
     settings: &Settings,
@@ -140,28 +240,36 @@ pub async fn run_once(
     run_until_stopped(settings, sdk, aws, StopToken::with_grace(settings.stop_timeout)).await
 }
 
-/// Performs one run with the real stages, stopping early when `stop` is set. Unless the
-/// cursor is ignored, the run first takes the lease next to the cursor (exit code 3 when
-/// another runner holds it), keeps it renewed, and releases it at the end, whatever the
-/// outcome.
+/// Performs one run with the real stages, stopping early when `stop` is set.
 pub async fn run_until_stopped(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let s3 = {
-        let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
-        aws_sdk_s3::Client::from_conf(s3_conf)
-    };
+    run_once_with(settings, sdk, aws, None, stop).await
+}
+
+/// Performs one run with the real stages, calling `progress` after every batch and
+/// stopping early when `stop` is set. Unless the cursor is ignored, the run first takes
+/// the lease next to the cursor (exit code 3 when another runner holds it), keeps it
+/// renewed, and releases it at the end, whatever the outcome.
+pub async fn run_once_with(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    progress: Option<crate::pipeline::ProgressHook>,
+    stop: StopToken,
+) -> Result<RunSummary, AppError> {
+    let s3 = s3_client(sdk, aws);
     if settings.ignore_cache {
-        return run_stages(settings, sdk, s3, stop).await;
+        return run_stages(settings, sdk, s3, progress, stop).await;
     }
     let store = S3LeaseStore::new(s3.clone(), settings.s3_bucket.clone(), settings.lease_resource.clone());
     let mut lease = Lease::acquire(store, owner_name(), settings.lease_ttl, chrono::Utc::now()).await?;
     tracing::info!(owner = %lease.record().owner, "lease taken");
     lease.keep_renewed(stop.clone());
-    let outcome = run_stages(settings, sdk, s3, stop).await;
+    let outcome = run_stages(settings, sdk, s3, progress, stop).await;
     lease.release().await;
     outcome
 }
@@ -170,50 +278,16 @@ async fn run_stages(
     settings: &Settings,
     sdk: &SdkConfig,
     s3: aws_sdk_s3::Client,
+    progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
     // Nothing has been sent yet: a stop during start-up ends the run at once.
     let mut startup_stop = stop.clone();
     startup_stop.grace = std::time::Duration::ZERO;
-    let (encoder, (ew_pool, sierra_pool, redshift_pool)) = startup_stop
-        .bounded(async {
-            let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
-                .await
-                .map_err(AppError::Schema)?;
-            let pools = tokio::try_join!(
-                async {
-                    connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-                        .await
-                        .map_err(|source| AppError::Connect { what: "Envisionware", source })
-                },
-                async {
-                    connect_pg(
-                        "Sierra connect",
-                        pg_options(&settings.sierra, false, settings.statement_timeout),
-                        settings.connect_timeout,
-                        &settings.retry,
-                    )
-                    .await
-                    .map_err(|source| AppError::Connect { what: "Sierra", source })
-                },
-                async {
-                    connect_pg(
-                        "Redshift connect",
-                        pg_options(&settings.redshift, true, settings.statement_timeout),
-                        settings.connect_timeout,
-                        &settings.retry,
-                    )
-                    .await
-                    .map_err(|source| AppError::Connect { what: "Redshift", source })
-                },
-            )?;
-            Ok::<_, AppError>((encoder, pools))
-        })
-        .await
-        .ok_or_else(|| RunError::Stopped {
-            reason: stop.reason().unwrap_or(StopReason::Terminate),
-            cursor: "not moved".into(),
-        })??;
+    let connected = startup_stop.bounded(connect(settings)).await.ok_or_else(|| RunError::Stopped {
+        reason: stop.reason().unwrap_or(StopReason::Terminate),
+        cursor: "not moved".into(),
+    })??;
     let store = (!settings.ignore_cache)
         .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
     let sender = (!settings.ignore_kinesis).then(|| {
@@ -226,28 +300,14 @@ async fn run_stages(
     let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
         .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
-        source: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry)
-            .with_settle_delay(settings.settle_delay),
-        sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
-        redshift: Redshift::new(
-            redshift_pool,
-            settings.redshift_patron_table.clone(),
-            settings.statement_timeout,
-            settings.retry,
-        ),
+        source: connected.envisionware,
+        sierra: connected.sierra,
+        redshift: connected.redshift,
         store,
         sender,
         pseudonymizer,
-        encoder,
+        encoder: connected.encoder,
     };
-    let options = RunOptions {
-        envisionware_batch_size: settings.envisionware_batch_size,
-        kinesis_batch_size: settings.kinesis_batch_size,
-        max_batches: settings.max_batches,
-        start_cursor: settings.start_cursor,
-        cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
-        stop,
-        cursor_max_age: settings.cursor_max_age,
-    };
+    let options = RunOptions { progress, stop, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
 }

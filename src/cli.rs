@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::ConfigSource;
 use crate::config::default_path;
+use crate::dry_run::DryRunFormat;
+use crate::metrics::MetricsFormat;
 
 const ABOUT: &str = "Send new Envisionware PC reservations, pseudonymised, to the PcReserve Kinesis stream.";
 
@@ -30,11 +32,16 @@ Examples:
       --set PCR_DATE_TIME='2024-05-01 00:00:00' --set PCR_KEY=0
   echo 23333012345678 | pc-reserve-poller -e qa pseudonymize
 
+  pc-reserve-poller -e qa check                    is every dependency reachable?
+  pc-reserve-poller -e qa run --dry-run --output /tmp/would-send.jsonl
+  pc-reserve-poller -e qa cursor show
+
 Exit codes: 0 done (also when nothing was new), 1 the run failed (the message names the
 stage), 2 configuration or usage error (nothing was done), 3 another runner holds the
 lease (or took it during this run; nothing more was sent), 4 another writer moved the
 cursor (this run stopped without sending more), 5 retention lost (Envisionware's oldest
-row is newer than the cursor), 6 stopped by SIGTERM/SIGINT after saving the cursor.";
+row is newer than the cursor), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
+found a failing dependency.";
 
 /// `pc-reserve-poller`.
 #[derive(Debug, Parser)]
@@ -73,7 +80,9 @@ fn parse_assignment(text: &str) -> Result<(String, String), String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One poll: send every reservation after the cursor, then exit (the default).
-    #[command(after_help = "Example:\n  ENVIRONMENT=production pc-reserve-poller run --max-batches 10")]
+    #[command(
+        after_help = "Examples:\n  ENVIRONMENT=production pc-reserve-poller run --max-batches 10\n  pc-reserve-poller -e qa run --dry-run --format avro --output /tmp/would-send.avro\n  pc-reserve-poller -e production run --every 15m --metrics emf"
+    )]
     Run(RunArgs),
     /// Print the pseudonym of each VALUE (or of each line of standard input), one per line.
     ///
@@ -88,6 +97,116 @@ pub enum Command {
         /// Values to pseudonymise; none reads standard input, one value per line.
         values: Vec<String>,
     },
+    /// Check every dependency, one line each; sends and writes nothing.
+    ///
+    /// Checks the configuration and secrets, the schema, Envisionware, Sierra, Redshift
+    /// (the tables the poller reads), the Kinesis stream and the S3 cursor, without
+    /// retries. Prints one line per dependency: a tick or a cross, the latency and what was found
+    /// or why it failed. Exit code 7 when anything failed.
+    #[command(
+        after_help = "Example:\n  ENVIRONMENT=production pc-reserve-poller check || echo 'something is down'"
+    )]
+    Check,
+    /// Show or move the S3 cursor.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pc-reserve-poller -e qa cursor show\n  pc-reserve-poller -e qa cursor set --date-time '2024-05-01 00:00:00' --key 0"
+    )]
+    Cursor(CursorCommand),
+    /// Print PcReserve records as JSON lines, from the stream or from a file of datums.
+    ///
+    /// From the stream, every shard is read from the oldest record (--from-start) or from
+    /// a time (--since, UTC). --file reads base64 Avro datums, one a line (`-` for
+    /// standard input). Only PC_RESERVE_SCHEMA_URL and KINESIS_STREAM_ARN are read from
+    /// the configuration.
+    #[command(
+        group = clap::ArgGroup::new("from").required(true).args(["from_start", "since", "file"]),
+        after_help = "Examples:\n  pc-reserve-poller -e qa decode --since '2024-05-01T12:00:00Z' --limit 10\n  pc-reserve-poller -e qa decode --from-start | jq -r .patron_retrieval_status | sort | uniq -c\n  pc-reserve-poller -e qa decode --file datums.b64"
+    )]
+    Decode {
+        /// Read every record still on the stream.
+        #[arg(long)]
+        from_start: bool,
+        /// Read the records the stream received since this UTC time (RFC 3339 or `YYYY-MM-DD HH:MM:SS`).
+        #[arg(long, value_name = "TIME", value_parser = parse_utc)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Read base64 datums from this file, one a line (`-`: standard input).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Send the reservations of [FROM, TO) with a cursor object of their own.
+    ///
+    /// The backfill's cursor is `<S3_RESOURCE without .json>.backfill-<FROM>-<TO>.json` in
+    /// S3_BUCKET; the main cursor is not touched, so scheduled runs go on meanwhile.
+    /// Backfills of disjoint ranges can run side by side, one per machine or ECS task;
+    /// an interrupted backfill resumes where it stopped when started again with the
+    /// same range.
+    #[command(
+        after_help = "Examples:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-02-01\n  # two tasks side by side on disjoint ranges:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-01-16 &\n  pc-reserve-poller -e production backfill --from 2024-01-16 --to 2024-02-01 &"
+    )]
+    Backfill {
+        /// First date-time included (Envisionware's New York time).
+        #[arg(long, value_name = "T1", value_parser = parse_date_time)]
+        from: chrono::NaiveDateTime,
+        /// First date-time excluded.
+        #[arg(long, value_name = "T2", value_parser = parse_date_time)]
+        to: chrono::NaiveDateTime,
+    },
+    /// Compare a day's Envisionware reservations with the warehouse's records for it.
+    ///
+    /// Counts Envisionware reservations whose pcrDateTime falls on DATE and the distinct
+    /// keys in Redshift's pc_reserve table (pc_reserve_<REDSHIFT_DB_NAME> outside
+    /// production) whose transaction_et is DATE, and prints the difference.
+    #[command(after_help = "Example:\n  pc-reserve-poller -e production reconcile --date 2024-05-01")]
+    Reconcile {
+        /// The day, `YYYY-MM-DD`.
+        #[arg(long, value_name = "DATE")]
+        date: chrono::NaiveDate,
+    },
+}
+
+/// `cursor` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CursorCommand {
+    /// Print the cursor, when it was written and how many reservations lie after it.
+    #[command(after_help = "Example:\n  pc-reserve-poller -e qa cursor show")]
+    Show,
+    /// Move the cursor, with the same conditional write runs use.
+    ///
+    /// Asks for confirmation unless --yes. Refuses to move forward past reservations
+    /// that were never sent unless --force. Exit code 4 if another writer moved the
+    /// cursor meanwhile.
+    #[command(
+        after_help = "Examples:\n  pc-reserve-poller -e qa cursor set --date-time '2024-05-01 00:00:00' --key 0\n  pc-reserve-poller -e qa cursor set --date-time '2024-06-01 00:00:00' --key 0 --yes --force"
+    )]
+    Set {
+        /// The new pcr_date_time (`YYYY-MM-DD HH:MM:SS`).
+        #[arg(long, value_name = "DATE_TIME")]
+        date_time: String,
+        /// The new pcr_key.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Move forward even past reservations that were never sent.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_date_time(text: &str) -> Result<chrono::NaiveDateTime, String> {
+    crate::commands::parse_date_time_arg(text)
+}
+
+fn parse_utc(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    parse_date_time(text).map(|t| t.and_utc())
 }
 
 /// Flags of `run`.
@@ -102,6 +221,23 @@ pub struct RunArgs {
     /// Do everything but send to Kinesis (IGNORE_KINESIS).
     #[arg(long)]
     pub ignore_kinesis: bool,
+    /// Write the records to a file instead of Kinesis; the S3 cursor is read but not moved.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The dry run's file format.
+    #[arg(long, value_enum, default_value_t, requires = "dry_run")]
+    pub format: DryRunFormat,
+    /// The dry run's file (default dry-run.jsonl or dry-run.avro; `-`: standard output, JSON lines only).
+    #[arg(long, value_name = "PATH", requires = "dry_run")]
+    pub output: Option<PathBuf>,
+    /// Keep running: one run per interval (30s, 15m, 1h...); SIGTERM/SIGINT stop it after
+    /// the current run (exit code 6).
+    #[arg(long, value_name = "DURATION", value_parser = crate::commands::run::parse_interval)]
+    pub every: Option<std::time::Duration>,
+    /// Also print the run summary as metrics on standard output (emf: CloudWatch Embedded
+    /// Metric Format).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub metrics: Option<MetricsFormat>,
 }
 
 impl ConfigArgs {

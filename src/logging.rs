@@ -22,9 +22,35 @@ pub fn init(level: LogLevel, json: bool) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| BarAwareStderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
     // A second initialisation (tests) is harmless: keep the first subscriber.
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    if json && installed.is_ok() {
+        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether JSON logging is installed.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether every line on standard error must be JSON (`LOG_FORMAT=json` is installed), so
+/// nothing may be printed there but through the logger.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Standard error, written so that a progress line on screen stays below the log lines.
+struct BarAwareStderr;
+
+impl std::io::Write for BarAwareStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::write_around_bar(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -1,13 +1,13 @@
-//! `pc-reserve-poller`: parses the command line, sets up logging, runs the command and
-//! maps its outcome to an exit code with one line naming the failing stage.
+//! `pc-reserve-poller`: parses the command line, runs the command and maps its outcome to
+//! an exit code with one line naming the failing stage.
 
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use pc_reserve_poller::app::{self, AppError};
-use pc_reserve_poller::cli::{Cli, Command, RunArgs};
-use pc_reserve_poller::config::{ConfigError, LogLevel};
+use pc_reserve_poller::cli::{Cli, Command, CursorCommand, RunArgs};
+use pc_reserve_poller::commands::{self, decode::DecodeFrom};
 use pc_reserve_poller::logging;
 use pc_reserve_poller::pseudonym::pseudonym;
 
@@ -22,60 +22,47 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ AppError::Stopped) => {
+            // A requested stop is not a failure; the exit code tells schedulers it happened.
+            tracing::info!("{err}");
+            if !logging::json_logs() {
+                eprintln!("pc-reserve-poller: {err}");
+            }
+            ExitCode::from(err.exit_code())
+        }
         Err(err) => {
             tracing::error!(error = %err, "failed");
-            eprintln!("pc-reserve-poller: error: {err}");
+            // With JSON logs the line above is the whole report: standard error stays JSON.
+            if !logging::json_logs() {
+                eprintln!("pc-reserve-poller: error: {err}");
+            }
             ExitCode::from(err.exit_code())
         }
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<(), AppError> {
+    let config = &cli.config;
     match cli.command {
-        None => run(&cli.config, RunArgs::default()).await,
-        Some(Command::Run(args)) => run(&cli.config, args).await,
-        Some(Command::Pseudonymize { values }) => pseudonymize(&cli.config, values).await,
-    }
-}
-
-/// Reads the log settings from the gathered configuration and installs the logger.
-fn init_logging(raw: &pc_reserve_poller::config::RawConfig) -> Result<(), ConfigError> {
-    let level = match raw.plain("LOG_LEVEL").map(str::trim).filter(|v| !v.is_empty()) {
-        None => LogLevel::Info,
-        Some(text) => LogLevel::parse(text).ok_or_else(|| ConfigError::Invalid {
-            name: "LOG_LEVEL".into(),
-            reason: "must be one of debug, info, warning, error, critical".into(),
-        })?,
-    };
-    let json = match raw.plain("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
-        None => false,
-        Some(v) if v.is_empty() || v == "text" => false,
-        Some(v) if v == "json" => true,
-        Some(_) => {
-            return Err(ConfigError::Invalid {
-                name: "LOG_FORMAT".into(),
-                reason: "must be text or json".into(),
-            });
+        None => commands::run::run(config, RunArgs::default()).await,
+        Some(Command::Run(args)) => commands::run::run(config, args).await,
+        Some(Command::Pseudonymize { values }) => pseudonymize(config, values).await,
+        Some(Command::Check) => commands::check::check(config).await,
+        Some(Command::Cursor(CursorCommand::Show)) => commands::cursor::show(config).await,
+        Some(Command::Cursor(CursorCommand::Set { date_time, key, yes, force })) => {
+            commands::cursor::set(config, &date_time, &key, yes, force).await
         }
-    };
-    logging::init(level, json);
-    Ok(())
-}
-
-async fn run(config: &pc_reserve_poller::cli::ConfigArgs, args: RunArgs) -> Result<(), AppError> {
-    let source = config.source(Some(&args));
-    let raw = app::gather(&source)?;
-    init_logging(&raw)?;
-    match &source.path {
-        Some(path) => tracing::info!(config = %path.display(), "configuration file"),
-        None => tracing::info!("no ENVIRONMENT or --config: reading variables from the environment only"),
+        Some(Command::Decode { from_start: _, since, file, limit }) => {
+            let from = match (since, file) {
+                (_, Some(path)) => DecodeFrom::File(path),
+                (Some(t), None) => DecodeFrom::Since(t),
+                (None, None) => DecodeFrom::Start,
+            };
+            commands::decode::decode(config, from, limit).await
+        }
+        Some(Command::Backfill { from, to }) => commands::backfill::backfill(config, from, to).await,
+        Some(Command::Reconcile { date }) => commands::reconcile::reconcile(config, date).await,
     }
-    let (settings, sdk, aws) = app::load(raw).await?;
-    let stop = pc_reserve_poller::stop::StopToken::with_grace(settings.stop_timeout);
-    stop.listen_for_signals();
-    let summary = app::run_until_stopped(&settings, &sdk, &aws, stop).await?;
-    tracing::info!(%summary, "run finished");
-    Ok(())
 }
 
 async fn pseudonymize(
@@ -83,7 +70,7 @@ async fn pseudonymize(
     values: Vec<String>,
 ) -> Result<(), AppError> {
     let raw = app::gather(&config.source(None))?;
-    init_logging(&raw)?;
+    commands::init_logging(&raw)?;
     let salt = app::load_salt(raw).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

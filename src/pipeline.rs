@@ -111,6 +111,27 @@ pub struct RunOptions {
     pub stop: StopToken,
     /// `CURSOR_MAX_AGE_HOURS`: warn when the stored cursor is older than this.
     pub cursor_max_age: Duration,
+    /// Called after every batch with what the run has done so far (progress bars).
+    pub progress: Option<ProgressHook>,
+}
+
+/// What a run has done so far, passed to the [`ProgressHook`] after every batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Reservations read so far.
+    pub reservations: u64,
+    /// The cursor after the batch.
+    pub cursor: Cursor,
+}
+
+/// A callback the run loop calls after every batch.
+#[derive(Clone)]
+pub struct ProgressHook(pub std::sync::Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 /// What a run did.
@@ -126,6 +147,8 @@ pub struct RunSummary {
     pub requests: u64,
     /// Records resent after partial failures.
     pub resent: u64,
+    /// Retries of transient failures, every dependency together.
+    pub retries: u64,
     /// Cursor at the start.
     pub cursor_before: Option<Cursor>,
     /// Cursor at the end.
@@ -136,6 +159,9 @@ pub struct RunSummary {
     pub pseudonym_memo_hits: u64,
     /// Wall time.
     pub duration: Duration,
+    /// How far the cursor is behind Envisionware's newest reservation at the end (filled
+    /// in by the caller, which can ask Envisionware; `None` when unknown).
+    pub cursor_lag: Option<Duration>,
 }
 
 impl RunSummary {
@@ -151,7 +177,7 @@ impl std::fmt::Display for RunSummary {
             |c: Option<Cursor>| c.map(|c| format_date_time(c.date_time)).unwrap_or_else(|| "-".into());
         write!(
             f,
-            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" duration={:.3}s",
+            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} retries={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" cursor_lag={} duration={:.3}s",
             self.batches,
             self.reservations,
             self.records(),
@@ -160,10 +186,12 @@ impl std::fmt::Display for RunSummary {
             self.by_status.get("missing").unwrap_or(&0),
             self.requests,
             self.resent,
+            self.retries,
             self.pseudonyms_computed,
             self.pseudonym_memo_hits,
             cursor(self.cursor_before),
             cursor(self.cursor_after),
+            self.cursor_lag.map_or_else(|| "-".into(), |d| format!("{}s", d.as_secs())),
             self.duration.as_secs_f64(),
         )
     }
@@ -210,6 +238,7 @@ where
         |reason, cursor: Cursor| RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) };
 
     let computed_before = stages.pseudonymizer.stats();
+    let retries_before = crate::retry::retries_so_far();
     loop {
         if options.max_batches.is_some_and(|max| summary.batches >= max) {
             tracing::info!(batches = summary.batches, "MAX_BATCHES reached");
@@ -269,6 +298,9 @@ where
             cursor = %format_date_time(cursor.date_time),
             "batch done"
         );
+        if let Some(hook) = &options.progress {
+            (hook.0)(Progress { reservations: summary.reservations, cursor });
+        }
         if batch.len() < options.envisionware_batch_size {
             break;
         }
@@ -277,6 +309,7 @@ where
     summary.pseudonyms_computed = stats.computed - computed_before.computed;
     summary.pseudonym_memo_hits = stats.memo_hits - computed_before.memo_hits;
     summary.resent = stages.sender.as_ref().map_or(0, |s| s.resent);
+    summary.retries = crate::retry::retries_so_far().saturating_sub(retries_before);
     summary.cursor_after = Some(cursor);
     summary.duration = started.elapsed();
     Ok(summary)

@@ -40,6 +40,20 @@ impl RetryPolicy {
     }
 }
 
+/// Retries made by [`retry`] in this process, every dependency together.
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many retries [`retry`] has made in this process so far (the run summary reports
+/// the difference over a run).
+pub fn retries_so_far() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one retry made outside [`retry`] (the Kinesis sender's re-attempts).
+pub fn count_retry() {
+    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs `op` until it succeeds, fails with an error `retriable` rejects, or the policy's
 /// attempts are spent; returns the last error. Each retry is logged at warn level with
 /// the error's Display, which must therefore hold no identifier or secret.
@@ -67,6 +81,7 @@ where
                     error = %e,
                     "transient failure, retrying"
                 );
+                count_retry();
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }

@@ -204,6 +204,7 @@ impl<P: PutRecords> Sender<P> {
             let batch: Vec<OutgoingRecord> = pending.iter().map(|&i| records[i].clone()).collect();
             if !first {
                 self.resent += batch.len() as u64;
+                crate::retry::count_retry();
             }
             first = false;
             let last_error = match self.put.put_records(&batch).await {
@@ -328,9 +329,12 @@ mod tests {
         let records: Vec<OutgoingRecord> =
             (0..10u8).map(|i| OutgoingRecord { data: vec![i], partition_key: "k".into() }).collect();
         let mut s = Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 2 }, fast(), 0);
+        let retries_before = crate::retry::retries_so_far();
         s.send_all(&records).await.unwrap();
         assert_eq!(*s.inner().calls.lock().unwrap(), vec![10, 5, 5]);
         assert_eq!(s.resent, 10);
+        // The counter is process-wide and other tests may add to it meanwhile.
+        assert!(crate::retry::retries_so_far() >= retries_before + 2);
     }
 
     #[tokio::test]

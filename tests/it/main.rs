@@ -7,3 +7,4 @@ mod runs;
 mod safety;
 mod stopping;
 mod support;
+mod tools;

@@ -1,0 +1,209 @@
+//! `check`: every dependency, one line each (tick or cross, latency, cause); sends
+//! nothing and writes nothing. Exit code 7 when anything fails.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::app::{self, AppError};
+use crate::cli::ConfigArgs;
+use crate::config::Settings;
+use sqlx::Connection as _;
+
+use crate::db::{mysql_options, pg_options, with_timeout};
+use crate::domain::{Cursor, format_date_time};
+use crate::encode::fetch_encoder;
+use crate::retry::RetryPolicy;
+use crate::state::{CursorStore as _, S3CursorStore};
+
+/// One dependency's outcome.
+#[derive(Debug)]
+pub struct CheckLine {
+    /// What was checked.
+    pub name: &'static str,
+    /// How long it took.
+    pub latency: Duration,
+    /// What was found (on success) or why it failed.
+    pub detail: Result<String, String>,
+}
+
+impl std::fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (mark, text) = match &self.detail {
+            Ok(t) => ("✓", t),
+            Err(t) => ("✗", t),
+        };
+        write!(f, "{mark} {:<14} {:>6} ms  {text}", self.name, self.latency.as_millis())
+    }
+}
+
+async fn timed<F>(name: &'static str, fut: F) -> CheckLine
+where
+    F: Future<Output = Result<String, String>>,
+{
+    let started = Instant::now();
+    let detail = fut.await;
+    CheckLine { name, latency: started.elapsed(), detail }
+}
+
+/// Runs every check, prints one line per dependency, fails with exit code 7 if any failed.
+pub async fn check(config: &ConfigArgs) -> Result<(), AppError> {
+    let source = config.source(None);
+    let raw = super::gather_and_log(config, &source)?;
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    let loaded = app::load(raw).await;
+    let (settings, sdk, aws) = match loaded {
+        Ok(v) => {
+            lines.push(CheckLine {
+                name: "configuration",
+                latency: started.elapsed(),
+                detail: Ok(format!(
+                    "{} valid, secrets decrypted",
+                    source.path.as_ref().map_or("environment".into(), |p| p.display().to_string())
+                )),
+            });
+            v
+        }
+        Err(e) => {
+            lines.push(CheckLine {
+                name: "configuration",
+                latency: started.elapsed(),
+                detail: Err(e.to_string()),
+            });
+            return report(&lines);
+        }
+    };
+    lines.extend(dependencies(&settings, &sdk, &aws).await);
+    report(&lines)
+}
+
+fn report(lines: &[CheckLine]) -> Result<(), AppError> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in lines {
+        // A closed standard output must not hide the verdict, which the exit code carries.
+        let _ = writeln!(out, "{line}");
+    }
+    let failed = lines.iter().filter(|l| l.detail.is_err()).count();
+    if failed == 0 { Ok(()) } else { Err(AppError::CheckFailed(failed)) }
+}
+
+/// Checks every dependency concurrently, without retries.
+pub async fn dependencies(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+    aws: &crate::aws::AwsSettings,
+) -> Vec<CheckLine> {
+    let once = RetryPolicy::none();
+    let timeout = settings.statement_timeout.min(settings.connect_timeout.max(Duration::from_secs(5)));
+    let schema = timed("schema", async {
+        fetch_encoder(&settings.schema_url, settings.schema_timeout, &once)
+            .await
+            .map(|_| "fetched; carries every PcReserve field".to_string())
+            .map_err(|e| e.to_string())
+    });
+    let envisionware = timed("Envisionware", async {
+        // One plain connection: a refused connection answers at once, where a pool would
+        // keep trying until its timeout.
+        let mut conn = with_timeout(
+            settings.connect_timeout,
+            sqlx::MySqlConnection::connect_with(&mysql_options(&settings.envisionware)),
+        )
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        with_timeout(timeout, sqlx::query("SELECT pcrKey, pcrUserID, pcrMinutesUsed, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 FROM strad_bci LIMIT 0").fetch_all(&mut conn))
+            .await
+            .map_err(|e| format!("strad_bci: {e}"))?;
+        let _ = conn.close().await;
+        Ok("connected; strad_bci readable".to_string())
+    });
+    let sierra = timed("Sierra", async {
+        let mut pool = with_timeout(
+            settings.connect_timeout,
+            sqlx::PgConnection::connect_with(&pg_options(
+                &settings.sierra,
+                false,
+                settings.statement_timeout,
+            )),
+        )
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        for (table, sql) in [
+            (
+                "sierra_view.phrase_entry",
+                "SELECT record_id, index_tag, index_entry FROM sierra_view.phrase_entry LIMIT 0",
+            ),
+            (
+                "sierra_view.patron_view",
+                "SELECT id, barcode, ptype_code, home_library_code, pcode3 FROM sierra_view.patron_view LIMIT 0",
+            ),
+        ] {
+            with_timeout(timeout, sqlx::query(sql).fetch_all(&mut pool))
+                .await
+                .map_err(|e| format!("{table}: {e}"))?;
+        }
+        let _ = pool.close().await;
+        Ok("connected; sierra_view.phrase_entry and patron_view readable".to_string())
+    });
+    let redshift = timed("Redshift", async {
+        let mut pool = with_timeout(
+            settings.connect_timeout,
+            sqlx::PgConnection::connect_with(&pg_options(
+                &settings.redshift,
+                true,
+                settings.statement_timeout,
+            )),
+        )
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        // The table name is validated by the configuration (letters, digits, `_`).
+        let table = &settings.redshift_patron_table;
+        let sql = format!("SELECT patron_id, postal_code, geoid FROM {table} LIMIT 0");
+        with_timeout(timeout, sqlx::query(&sql).fetch_all(&mut pool))
+            .await
+            .map_err(|e| format!("{table}: {e}"))?;
+        let _ = pool.close().await;
+        Ok(format!("connected; {table} readable"))
+    });
+    let kinesis = timed("Kinesis", async {
+        if settings.ignore_kinesis {
+            return Ok("IGNORE_KINESIS is set; not checked".to_string());
+        }
+        let client = aws_sdk_kinesis::Client::new(sdk);
+        let out = client
+            .describe_stream_summary()
+            .stream_arn(&settings.kinesis_stream_arn)
+            .send()
+            .await
+            .map_err(|e| super::aws_error_line(&e))?;
+        let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
+        let status = summary.stream_status().as_str().to_string();
+        let detail =
+            format!("{} {status}, {} open shard(s)", summary.stream_name(), summary.open_shard_count());
+        if status == "ACTIVE" || status == "UPDATING" { Ok(detail) } else { Err(detail) }
+    });
+    let s3 = timed("S3 cursor", async {
+        if settings.ignore_cache {
+            return Ok("IGNORE_CACHE is set; not checked".to_string());
+        }
+        let client = app::s3_client(sdk, aws);
+        client
+            .head_bucket()
+            .bucket(&settings.s3_bucket)
+            .send()
+            .await
+            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, super::aws_error_line(&e)))?;
+        let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
+        let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
+        match store.load().await.map_err(|e| e.to_string())? {
+            Some(Cursor { date_time, .. }) => Ok(format!("{location} at {}", format_date_time(date_time))),
+            None if settings.start_cursor.is_some() => {
+                Ok(format!("{location} does not exist yet; the first run starts at PCR_DATE_TIME"))
+            }
+            None => Err(format!("{location} does not exist and PCR_DATE_TIME/PCR_KEY are not set")),
+        }
+    });
+    let (a, b, c, d, e, f) = tokio::join!(schema, envisionware, sierra, redshift, kinesis, s3);
+    vec![a, b, c, d, e, f]
+}

@@ -1,0 +1,160 @@
+//! `cursor show` and `cursor set`: read the S3 cursor with its age and backlog, or move
+//! it with the same conditional write runs use.
+
+use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
+
+use crate::app::{self, AppError};
+use crate::cli::ConfigArgs;
+use crate::config::Settings;
+use crate::db::connect_mysql;
+use crate::domain::{Cursor, format_date_time};
+use crate::state::{CursorStore as _, S3CursorStore};
+
+/// What `cursor show` prints.
+#[derive(Debug)]
+pub struct CursorReport {
+    /// `s3://bucket/key`.
+    pub location: String,
+    /// The cursor, if the object exists.
+    pub cursor: Option<Cursor>,
+    /// When the object was last written (UTC), if known.
+    pub written: Option<chrono::DateTime<chrono::Utc>>,
+    /// Reservations after the cursor.
+    pub behind: u64,
+    /// Newest reservation in Envisionware.
+    pub newest: Option<chrono::NaiveDateTime>,
+}
+
+impl std::fmt::Display for CursorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "cursor        {}", self.location)?;
+        match self.cursor {
+            None => writeln!(
+                f,
+                "state         does not exist yet (the first run starts at PCR_DATE_TIME/PCR_KEY)"
+            )?,
+            Some(c) => {
+                writeln!(f, "pcr_date_time {}", format_date_time(c.date_time))?;
+                writeln!(f, "pcr_key       {}", c.key)?;
+            }
+        }
+        if let Some(w) = self.written {
+            let age = (chrono::Utc::now() - w).to_std().unwrap_or(Duration::ZERO);
+            writeln!(
+                f,
+                "written       {} ({} ago)",
+                w.format("%Y-%m-%d %H:%M:%S UTC"),
+                super::human_duration(age)
+            )?;
+        }
+        let newest = self.newest.map_or_else(|| "none".into(), format_date_time);
+        let lag = match (self.cursor, self.newest) {
+            (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), super::human_duration),
+            (None, _) => "-".into(),
+        };
+        write!(f, "behind        {} reservation(s) after it; newest {newest}; lag {lag}", self.behind)
+    }
+}
+
+async fn settings_and_store(
+    config: &ConfigArgs,
+) -> Result<(Settings, S3CursorStore, aws_sdk_s3::Client), AppError> {
+    let raw = super::gather_and_log(config, &config.source(None))?;
+    let (settings, sdk, aws) = app::load(raw).await?;
+    if settings.ignore_cache {
+        return Err(AppError::Usage("IGNORE_CACHE is set: there is no cursor object to show or set".into()));
+    }
+    let client = app::s3_client(&sdk, &aws);
+    let store = S3CursorStore::new(client.clone(), settings.s3_bucket.clone(), settings.s3_resource.clone());
+    Ok((settings, store, client))
+}
+
+/// `cursor show`.
+pub async fn show(config: &ConfigArgs) -> Result<(), AppError> {
+    let (settings, store, client) = settings_and_store(config).await?;
+    let cursor = store.load().await?;
+    let written = match cursor {
+        None => None,
+        Some(_) => client
+            .head_object()
+            .bucket(&settings.s3_bucket)
+            .key(&settings.s3_resource)
+            .send()
+            .await
+            .ok()
+            .and_then(|h| h.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))),
+    };
+    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
+        .await
+        .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    let from = cursor.or(settings.start_cursor).unwrap_or_else(Cursor::default_start);
+    let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
+    let behind =
+        super::count_after(&pool, from, None, settings.statement_timeout).await.map_err(envisionware)?;
+    let newest = super::newest(&pool, settings.statement_timeout).await.map_err(envisionware)?;
+    let report = CursorReport {
+        location: format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource),
+        cursor,
+        written,
+        behind,
+        newest,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// `cursor set`: moves the cursor to `(date_time, key)`. Moving forward past rows that
+/// were never sent needs `force`; without `yes` it asks on the terminal.
+pub async fn set(
+    config: &ConfigArgs,
+    date_time: &str,
+    key: &str,
+    yes: bool,
+    force: bool,
+) -> Result<(), AppError> {
+    let target = Cursor::parse(date_time, key).map_err(|e| AppError::Usage(format!("cursor set: {e}")))?;
+    let (settings, store, _) = settings_and_store(config).await?;
+    let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
+    let current = store.load().await?;
+    let from = current.or(settings.start_cursor);
+    if let Some(from) = from.filter(|f| target > *f) {
+        let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
+            .await
+            .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+        let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
+        let skipped =
+            super::count_after(&pool, from, None, settings.statement_timeout).await.map_err(envisionware)?
+                - super::count_after(&pool, target, None, settings.statement_timeout)
+                    .await
+                    .map_err(envisionware)?;
+        if skipped > 0 && !force {
+            return Err(AppError::Tool(format!(
+                "cursor set: moving forward would skip {skipped} reservation(s) that were never sent; add --force to skip them on purpose"
+            )));
+        }
+        if skipped > 0 {
+            tracing::warn!(skipped, "moving the cursor past reservations that were never sent (--force)");
+        }
+    }
+    let before = current.map_or_else(
+        || "(no cursor object)".into(),
+        |c| format!("{} key {}", format_date_time(c.date_time), c.key),
+    );
+    let after = format!("{} key {}", format_date_time(target.date_time), target.key);
+    if !yes {
+        eprint!("Move {location} from {before} to {after}? Type yes to confirm: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| AppError::Startup(format!("cannot read standard input: {e}")))?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            return Err(AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()));
+        }
+    }
+    store.save(target).await?;
+    println!("{location}: {before} -> {after}");
+    Ok(())
+}

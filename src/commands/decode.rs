@@ -1,0 +1,150 @@
+//! `decode`: prints PcReserve records as JSON lines, read from the Kinesis stream (every
+//! shard, from the start or from a time) or from a file of base64 datums, one per line.
+//! Needs only the schema URL, the stream ARN and AWS access from the configuration.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use base64::Engine as _;
+
+use crate::app::{self, AppError};
+use crate::cli::ConfigArgs;
+use crate::config::RawConfig;
+use crate::config::kms::KmsDecrypter;
+use crate::encode::fetch_encoder;
+use crate::retry::RetryPolicy;
+
+/// Where `decode` reads.
+#[derive(Debug, Clone)]
+pub enum DecodeFrom {
+    /// Every record still on the stream.
+    Start,
+    /// Records the stream received at or after this UTC time.
+    Since(chrono::DateTime<chrono::Utc>),
+    /// A file of base64 datums, one a line (`-` is standard input).
+    File(std::path::PathBuf),
+}
+
+/// Prints one datum (the second argument says where it came from, for errors); answers
+/// whether to go on.
+type PrintDatum<'a> = dyn FnMut(&[u8], &dyn std::fmt::Display) -> Result<bool, AppError> + 'a;
+
+async fn variable(
+    raw: &RawConfig,
+    sdk: &aws_config::SdkConfig,
+    name: &'static str,
+) -> Result<String, AppError> {
+    use secrecy::ExposeSecret as _;
+    if let Some(v) = raw.plain(name).map(str::trim).filter(|v| !v.is_empty()) {
+        return Ok(v.to_string());
+    }
+    if raw.encrypted_names().any(|n| n == name) {
+        let secret = raw.decrypt_one(name, &KmsDecrypter::new(sdk)).await?;
+        return Ok(secret.expose_secret().trim().to_string());
+    }
+    Err(crate::config::ConfigError::Missing(vec![name]).into())
+}
+
+/// `decode`: at most `limit` records.
+pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -> Result<(), AppError> {
+    let raw = super::gather_and_log(config, &config.source(None))?;
+    let aws = app::aws_settings(&raw);
+    let sdk = crate::aws::sdk_config(&aws).await;
+    let schema_url = variable(&raw, &sdk, "PC_RESERVE_SCHEMA_URL").await?;
+    let encoder = fetch_encoder(&schema_url, Duration::from_secs(10), &RetryPolicy::default())
+        .await
+        .map_err(AppError::Schema)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut printed = 0u64;
+    let mut print = |datum: &[u8], origin: &dyn std::fmt::Display| -> Result<bool, AppError> {
+        let record = encoder.decode(datum).map_err(|e| AppError::Tool(format!("decode: {origin}: {e}")))?;
+        let line = serde_json::to_string(&record).map_err(|e| AppError::Tool(format!("decode: {e}")))?;
+        writeln!(out, "{line}")
+            .map_err(|e| AppError::Startup(format!("cannot write to standard output: {e}")))?;
+        printed += 1;
+        Ok(limit.is_none_or(|l| printed < l))
+    };
+    match from {
+        DecodeFrom::File(path) => from_file(&path, &mut print),
+        other => {
+            let arn = variable(&raw, &sdk, "KINESIS_STREAM_ARN").await?;
+            from_stream(&sdk, &arn, &other, &mut print).await
+        }
+    }
+}
+
+fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
+    let reader: Box<dyn std::io::BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| AppError::Usage(format!("decode: cannot open {}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| AppError::Tool(format!("decode: {}: {e}", path.display())))?;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let origin = format!("{} line {}", path.display(), n + 1);
+        let datum = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| AppError::Tool(format!("decode: {origin}: not base64 ({e})")))?;
+        if !print(&datum, &origin)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn from_stream(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+    from: &DecodeFrom,
+    print: &mut PrintDatum<'_>,
+) -> Result<(), AppError> {
+    let kinesis = aws_sdk_kinesis::Client::new(sdk);
+    let fail = |e: String| AppError::Tool(format!("Kinesis: {e}"));
+    let shards =
+        kinesis.list_shards().stream_arn(arn).send().await.map_err(|e| fail(super::aws_error_line(&e)))?;
+    for shard in shards.shards() {
+        let mut request = kinesis.get_shard_iterator().stream_arn(arn).shard_id(shard.shard_id());
+        request = match from {
+            DecodeFrom::Since(t) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(t.timestamp())),
+            _ => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let Some(mut iterator) =
+            request.send().await.map_err(|e| fail(super::aws_error_line(&e)))?.shard_iterator
+        else {
+            continue;
+        };
+        loop {
+            let got = kinesis
+                .get_records()
+                .stream_arn(arn)
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| fail(super::aws_error_line(&e)))?;
+            for r in got.records() {
+                let origin = format!("shard {} sequence {}", shard.shard_id(), r.sequence_number());
+                if !print(r.data().as_ref(), &origin)? {
+                    return Ok(());
+                }
+            }
+            let caught_up = got.millis_behind_latest().unwrap_or(0) == 0;
+            match got.next_shard_iterator() {
+                Some(next) if !(got.records().is_empty() && caught_up) => iterator = next.to_string(),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}

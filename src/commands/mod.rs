@@ -1,0 +1,140 @@
+//! The operator tools behind the subcommands: `run` (with `--dry-run`, `--every`,
+//! `--metrics`), `check`, `cursor`, `decode`, `backfill`, `reconcile`. Each loads only
+//! the configuration it needs and prints its answer on standard output; logs go to
+//! standard error.
+
+pub mod backfill;
+pub mod check;
+pub mod cursor;
+pub mod decode;
+pub mod reconcile;
+pub mod run;
+
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use sqlx::mysql::MySqlPool;
+
+use crate::app::{self, AppError};
+use crate::cli::ConfigArgs;
+use crate::config::{ConfigError, LogLevel, RawConfig};
+use crate::db::{DbError, with_timeout};
+use crate::domain::Cursor;
+
+/// Gathers the configuration (phase one) and installs the logger it asks for.
+pub fn gather_and_log(config: &ConfigArgs, source: &app::ConfigSource) -> Result<RawConfig, AppError> {
+    let raw = app::gather(source)?;
+    init_logging(&raw)?;
+    match &source.path {
+        Some(path) => tracing::debug!(config = %path.display(), "configuration file"),
+        None if config.environment.is_none() => {
+            tracing::debug!("no ENVIRONMENT or --config: reading variables from the environment only")
+        }
+        None => {}
+    }
+    Ok(raw)
+}
+
+/// Reads the log settings from the gathered configuration and installs the logger.
+pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
+    let level = match raw.plain("LOG_LEVEL").map(str::trim).filter(|v| !v.is_empty()) {
+        None => LogLevel::Info,
+        Some(text) => LogLevel::parse(text).ok_or_else(|| ConfigError::Invalid {
+            name: "LOG_LEVEL".into(),
+            reason: "must be one of debug, info, warning, error, critical".into(),
+        })?,
+    };
+    let json = match raw.plain("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v.is_empty() || v == "text" => false,
+        Some(v) if v == "json" => true,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                name: "LOG_FORMAT".into(),
+                reason: "must be text or json".into(),
+            });
+        }
+    };
+    crate::logging::init(level, json);
+    Ok(())
+}
+
+/// Counts the reservations strictly after `after` in cursor order, and before `until`
+/// when given (the rows a run from `after` would read).
+pub async fn count_after(
+    pool: &MySqlPool,
+    after: Cursor,
+    until: Option<NaiveDateTime>,
+    timeout: Duration,
+) -> Result<u64, DbError> {
+    const AFTER: &str = "SELECT COUNT(*) FROM strad_bci \
+         WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?)";
+    const BETWEEN: &str = "SELECT COUNT(*) FROM strad_bci \
+         WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?) AND pcrDateTime < ?";
+    let query = sqlx::query_scalar(if until.is_some() { BETWEEN } else { AFTER })
+        .bind(after.date_time)
+        .bind(after.date_time)
+        .bind(after.key);
+    let query = match until {
+        Some(until) => query.bind(until),
+        None => query,
+    };
+    let n: i64 = with_timeout(timeout, query.fetch_one(pool)).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The newest `pcrDateTime` in Envisionware, if any.
+pub async fn newest(pool: &MySqlPool, timeout: Duration) -> Result<Option<NaiveDateTime>, DbError> {
+    with_timeout(timeout, sqlx::query_scalar("SELECT MAX(pcrDateTime) FROM strad_bci").fetch_one(pool)).await
+}
+
+/// Parses a date-time given on the command line: `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS`
+/// or a bare date (midnight).
+pub fn parse_date_time_arg(text: &str) -> Result<NaiveDateTime, String> {
+    crate::domain::parse_naive_date_time(text).ok_or_else(|| {
+        format!("`{}` is not a date-time like 2024-05-01 or '2024-05-01 13:00:00'", text.trim())
+    })
+}
+
+/// An AWS SDK error on one short line: `Code: message` when the service answered, else the
+/// whole cause chain (network errors, timeouts).
+pub fn aws_error_line<E>(err: &E) -> String
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error,
+{
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => crate::aws::error_text(err),
+    }
+}
+
+/// Formats a duration for people: `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Cursor lag: how far `cursor` is behind the newest reservation (zero when caught up).
+pub fn lag(cursor: Cursor, newest: Option<NaiveDateTime>) -> Option<Duration> {
+    newest.map(|n| (n - cursor.date_time).to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_dates_and_durations() {
+        assert_eq!(parse_date_time_arg("2024-05-01").unwrap().to_string(), "2024-05-01 00:00:00");
+        assert_eq!(parse_date_time_arg("2024-05-01T13:00:05").unwrap().to_string(), "2024-05-01 13:00:05");
+        assert!(parse_date_time_arg("yesterday").is_err());
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1h 2m");
+        assert_eq!(human_duration(Duration::from_secs(59)), "59s");
+    }
+}

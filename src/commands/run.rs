@@ -1,0 +1,258 @@
+//! `run`: one poll, or one per interval with `--every`; `--dry-run` writes to a file
+//! instead of Kinesis and leaves the S3 cursor alone; `--metrics emf` prints the summary
+//! as CloudWatch metrics. The summary line is logged after every run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+
+use crate::app::{self, AppError};
+use crate::aws::AwsSettings;
+use crate::cli::{ConfigArgs, RunArgs};
+use crate::config::Settings;
+use crate::db::connect_mysql;
+use crate::domain::Cursor;
+use crate::dry_run::{DryRunFormat, FileSink};
+use crate::metrics;
+use crate::pipeline::{ProgressHook, RunError, RunOptions, RunSummary, Stages};
+use crate::progress::TerminalProgress;
+use crate::pseudonym::Pseudonymizer;
+use crate::retry::RetryPolicy;
+use crate::sink::Sender;
+use crate::state::{CursorStore as _, S3CursorStore};
+use crate::stop::StopToken;
+
+/// Parses `--every`: `90s`, `15m`, `1h`, `1h30m`, or plain seconds.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("`{t}` is not an interval like 30s, 15m, 1h or 1h30m");
+    if let Ok(secs) = t.parse::<u64>() {
+        return (secs > 0).then(|| Duration::from_secs(secs)).ok_or_else(bad);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// The `Environment` dimension of metrics: the environment name, else the file's stem.
+fn environment_name(config: &ConfigArgs) -> String {
+    config
+        .environment
+        .clone()
+        .or_else(|| {
+            config.config.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "default".into())
+}
+
+/// `run` (also the default command).
+pub async fn run(config: &ConfigArgs, args: RunArgs) -> Result<(), AppError> {
+    let source = config.source(Some(&args));
+    let raw = super::gather_and_log(config, &source)?;
+    match &source.path {
+        Some(path) => tracing::info!(config = %path.display(), "configuration file"),
+        None => tracing::info!("no ENVIRONMENT or --config: reading variables from the environment only"),
+    }
+    let (settings, sdk, aws) = app::load(raw).await?;
+    let environment = environment_name(config);
+    let stop = StopToken::with_grace(settings.stop_timeout);
+    stop.listen_for_signals();
+    let Some(interval) = args.every else {
+        return once(&settings, &sdk, &aws, &args, &environment, stop).await.map(|_| ());
+    };
+    loop {
+        let started = Instant::now();
+        match once(&settings, &sdk, &aws, &args, &environment, stop.clone()).await {
+            Ok(_) => {}
+            Err(e @ (AppError::Config(_) | AppError::Usage(_))) => return Err(e),
+            Err(e) if e.exit_code() == app::EXIT_CONFLICT => return Err(e),
+            Err(e) if stop.reason().is_some() => return Err(e),
+            Err(e) => tracing::error!(error = %e, "run failed; trying again at the next interval"),
+        }
+        if stop.reason().is_some() {
+            return Err(AppError::Stopped);
+        }
+        let wait = interval.saturating_sub(started.elapsed());
+        tracing::info!(next_in_s = wait.as_secs(), "waiting for the next run");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.stopped() => {
+                tracing::info!("signal received while waiting: stopping");
+                return Err(AppError::Stopped);
+            }
+        }
+    }
+}
+
+async fn once(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    args: &RunArgs,
+    environment: &str,
+    stop: StopToken,
+) -> Result<RunSummary, AppError> {
+    let progress = match TerminalProgress::on_terminal(None) {
+        Some(_) => {
+            let start = start_cursor(settings, sdk, aws).await.ok().flatten();
+            let total = match start {
+                Some(c) => backlog(settings, c).await,
+                None => None,
+            };
+            TerminalProgress::on_terminal(total)
+        }
+        None => None,
+    };
+    let hook = progress.as_ref().map(TerminalProgress::hook);
+    let result = if args.dry_run {
+        let output = args.output.clone().unwrap_or_else(|| default_output(args.format));
+        dry_run(settings, sdk, aws, args.format, &output, hook, stop).await
+    } else {
+        app::run_once_with(settings, sdk, aws, hook, stop).await
+    };
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    match result {
+        Ok(mut summary) => {
+            if let Some(after) = summary.cursor_after {
+                summary.cursor_lag = cursor_lag(settings, after).await;
+            }
+            tracing::info!(%summary, "run finished");
+            if args.metrics.is_some() {
+                metrics::emit(&metrics::run_document(environment, &summary));
+            }
+            Ok(summary)
+        }
+        Err(e) => {
+            if args.metrics.is_some() {
+                metrics::emit(&metrics::failure_document(environment));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The default `--output` of a dry run.
+pub fn default_output(format: DryRunFormat) -> PathBuf {
+    PathBuf::from(match format {
+        DryRunFormat::Jsonl => "dry-run.jsonl",
+        DryRunFormat::Avro => "dry-run.avro",
+    })
+}
+
+/// Where a run would start: the S3 cursor, else `PCR_DATE_TIME`/`PCR_KEY`.
+async fn start_cursor(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+) -> Result<Option<Cursor>, AppError> {
+    if settings.ignore_cache {
+        return Ok(Some(settings.start_cursor.unwrap_or_else(Cursor::default_start)));
+    }
+    let store = S3CursorStore::new(
+        app::s3_client(sdk, aws),
+        settings.s3_bucket.clone(),
+        settings.s3_resource.clone(),
+    );
+    Ok(store.load().await?.or(settings.start_cursor))
+}
+
+/// Reservations after `cursor` (for the progress bar), `None` when unknown.
+async fn backlog(settings: &Settings, cursor: Cursor) -> Option<u64> {
+    let pool =
+        connect_mysql(&settings.envisionware, settings.connect_timeout, &RetryPolicy::none()).await.ok()?;
+    let n = super::count_after(&pool, cursor, None, settings.statement_timeout).await.ok();
+    pool.close().await;
+    n
+}
+
+/// How far `cursor` is behind Envisionware's newest reservation.
+async fn cursor_lag(settings: &Settings, cursor: Cursor) -> Option<Duration> {
+    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry).await.ok()?;
+    let newest = super::newest(&pool, settings.statement_timeout).await;
+    pool.close().await;
+    match newest {
+        Ok(n) => super::lag(cursor, n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot measure the cursor lag");
+            None
+        }
+    }
+}
+
+/// A full run whose records go to a file; neither Kinesis nor the S3 cursor is touched.
+pub async fn dry_run(
+    settings: &Settings,
+    sdk: &SdkConfig,
+    aws: &AwsSettings,
+    format: DryRunFormat,
+    output: &std::path::Path,
+    progress: Option<ProgressHook>,
+    stop: StopToken,
+) -> Result<RunSummary, AppError> {
+    let start = start_cursor(settings, sdk, aws)
+        .await?
+        .ok_or_else(|| RunError::NoCursor(format!("{}/{}", settings.s3_bucket, settings.s3_resource)))?;
+    let connected = app::connect(settings).await?;
+    let encoder = connected.encoder.clone();
+    let sink = FileSink::create(&encoder, format, output).map_err(RunError::Sink)?;
+    let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
+        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let mut stages = Stages {
+        source: connected.envisionware,
+        sierra: connected.sierra,
+        redshift: connected.redshift,
+        store: None::<S3CursorStore>,
+        sender: Some(Sender::new(sink, RetryPolicy::none(), 0)),
+        pseudonymizer,
+        encoder: connected.encoder,
+    };
+    let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
+    let result = crate::pipeline::run(&mut stages, &options).await;
+    if let Some(sender) = &stages.sender {
+        sender.inner().finish().map_err(RunError::Sink)?;
+    }
+    let summary = result?;
+    tracing::info!(
+        output = %output.display(),
+        records = summary.records(),
+        "dry run: records written to the file; nothing sent, cursor unchanged"
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_interval("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_interval("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("15").is_ok());
+        assert!(parse_interval("15x").is_err());
+        assert!(parse_interval("m").is_err());
+    }
+}

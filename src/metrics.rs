@@ -1,0 +1,100 @@
+//! `--metrics emf`: the run summary as one CloudWatch Embedded Metric Format JSON line on
+//! standard output, which the ECS awslogs driver turns into metrics with no agent.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::pipeline::RunSummary;
+
+/// The CloudWatch namespace of every metric.
+pub const NAMESPACE: &str = "PcReservePoller";
+
+/// Where metrics go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsFormat {
+    /// CloudWatch Embedded Metric Format, one JSON line per run on standard output.
+    Emf,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+fn document(environment: &str, metrics: &[(&str, &str, Value)]) -> Value {
+    let mut doc = serde_json::Map::new();
+    doc.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": now_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Environment"]],
+                "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    doc.insert("Environment".into(), json!(environment));
+    for (name, _, value) in metrics {
+        doc.insert((*name).into(), value.clone());
+    }
+    Value::Object(doc)
+}
+
+/// The EMF document of a finished run.
+pub fn run_document(environment: &str, s: &RunSummary) -> Value {
+    let status = |n: &str| s.by_status.get(n).copied().unwrap_or(0);
+    let mut metrics = vec![
+        ("RunsFailed", "Count", json!(0)),
+        ("Batches", "Count", json!(s.batches)),
+        ("Reservations", "Count", json!(s.reservations)),
+        ("RecordsSent", "Count", json!(s.records())),
+        ("RecordsFound", "Count", json!(status("found"))),
+        ("RecordsGuestPass", "Count", json!(status("guest_pass"))),
+        ("RecordsMissing", "Count", json!(status("missing"))),
+        ("Requests", "Count", json!(s.requests)),
+        ("RecordsResent", "Count", json!(s.resent)),
+        ("Retries", "Count", json!(s.retries)),
+        ("DurationSeconds", "Seconds", json!(s.duration.as_secs_f64())),
+    ];
+    if let Some(lag) = s.cursor_lag {
+        metrics.push(("CursorLagSeconds", "Seconds", json!(lag.as_secs())));
+    }
+    document(environment, &metrics)
+}
+
+/// The EMF document of a failed run.
+pub fn failure_document(environment: &str) -> Value {
+    document(environment, &[("RunsFailed", "Count", json!(1))])
+}
+
+/// Prints one document as a line on standard output.
+pub fn emit(doc: &Value) {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // Metrics are best effort: a closed standard output must not fail the run.
+    let _ = writeln!(out, "{doc}");
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_declares_every_metric_it_carries() {
+        let mut s = RunSummary::default();
+        s.by_status.insert("found", 3);
+        s.reservations = 3;
+        let doc = run_document("qa", &s);
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        for m in declared {
+            let name = m["Name"].as_str().unwrap();
+            assert!(doc.get(name).is_some(), "{name} declared but absent");
+        }
+        assert_eq!(doc["RecordsSent"], 3);
+        assert_eq!(doc["Environment"], "qa");
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+    }
+}

@@ -1,0 +1,429 @@
+//! The operator tools through the binary, against the local stack: `check`, `run
+//! --dry-run`, `cursor show/set`, the run summary with `--metrics emf` and JSON logs,
+//! `decode`, `backfill`, `reconcile`, `run --every` stopped by SIGTERM, and `--help`.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use sqlx::{Connection as _, Executor as _};
+
+use crate::binary::{BIN, run_bin, tempdir, write_config};
+use crate::support::{TestEnv, by_key, many_rows, p, row};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn config(env: &TestEnv) -> (std::path::PathBuf, String) {
+    let dir = tempdir();
+    let path = write_config(env, &dir, &[]).await;
+    let s = path.to_str().unwrap().to_string();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn check_ticks_every_dependency_and_exits_7_when_one_fails() {
+    let env = TestEnv::new().await;
+    let (_dir, cfg) = config(&env).await;
+    let out = run_bin(&["-c", &cfg, "check"], &env, None);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for name in ["configuration", "schema", "Envisionware", "Sierra", "Redshift", "Kinesis", "S3 cursor"] {
+        assert!(stdout.lines().any(|l| l.starts_with("✓ ") && l.contains(name)), "{name}: {stdout}");
+    }
+
+    // A database that refuses connections and a stream that does not exist: two crosses.
+    let missing_stream = env.stream_arn.replace(&env.name, "no_such_stream");
+    let out = run_bin(
+        &[
+            "-c",
+            &cfg,
+            "--set",
+            "ENVISIONWARE_DB_PORT=1",
+            "--set",
+            &format!("KINESIS_STREAM_ARN={missing_stream}"),
+            "check",
+        ],
+        &env,
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("✗ ") && l.contains("Envisionware")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("✗ ") && l.contains("Kinesis")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("✓ ") && l.contains("Sierra")), "{stdout}");
+    // Nothing was sent or written.
+    assert!(env.sent().await.is_empty());
+    assert_eq!(env.cursor_object().await, None);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn dry_run_writes_json_lines_or_avro_and_touches_neither_kinesis_nor_the_cursor() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(7)).await;
+    // One patron found in Sierra with a Redshift address, the others missing.
+    env.insert_patron(42, "23333000000001", Some(10), Some(2), Some("mm")).await;
+    env.insert_geo(42, "10018", "36061008400").await;
+    let (dir, cfg) = config(&env).await;
+    let jsonl = dir.join("out.jsonl");
+    let out = run_bin(&["-c", &cfg, "run", "--dry-run", "--output", jsonl.to_str().unwrap()], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Standard error is a pipe here: no progress line.
+    assert!(!text(&out.stderr).contains("ETA") && !text(&out.stderr).contains('\r'), "{}", text(&out.stderr));
+    let lines = std::fs::read_to_string(&jsonl).unwrap();
+    let records: Vec<pc_reserve_poller::domain::PcReserveRecord> =
+        lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys = by_key(&records);
+    assert_eq!(keys.len(), 7);
+    assert!(keys.contains_key(&p("1")) && keys.contains_key(&p("7")));
+    assert_eq!(keys[&p("1")].postal_code.as_deref(), Some("10018"), "{lines}");
+
+    let avro = dir.join("out.avro");
+    let out = run_bin(
+        &["-c", &cfg, "run", "--dry-run", "--format", "avro", "--output", avro.to_str().unwrap()],
+        &env,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = std::fs::File::open(&avro).unwrap();
+    let values: Vec<_> = apache_avro::Reader::new(file).unwrap().map(Result::unwrap).collect();
+    assert_eq!(values.len(), 7);
+
+    assert!(env.sent().await.is_empty(), "a dry run sent records");
+    assert_eq!(env.cursor_object().await, None, "a dry run wrote the cursor");
+
+    // What the dry run wrote is exactly what a real run then sends.
+    let out = run_bin(&["-c", &cfg], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(by_key(&env.sent().await), keys);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn cursor_show_and_set_with_confirmation_and_the_unsent_rows_guard() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(7)).await;
+    // Three reservations per second: row 3 is the last one of 10:00:00.
+    env.put_cursor_object(r#"{"pcr_key": "3", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    let (_dir, cfg) = config(&env).await;
+    let out = run_bin(&["-c", &cfg, "cursor", "show"], &env, None);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("pcr_date_time 2024-06-01 10:00:00"), "{stdout}");
+    assert!(stdout.contains("4 reservation(s) after it"), "{stdout}");
+    assert!(stdout.contains("newest 2024-06-01 10:00:02"), "{stdout}");
+
+    // Forward past unsent rows: refused without --force, nothing written.
+    let set = ["-c", &cfg, "cursor", "set", "--date-time", "2024-06-01 10:00:02", "--key", "7"];
+    let out = run_bin(&[&set[..], &["--yes"]].concat(), &env, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("would skip 4 reservation(s)"), "{}", text(&out.stderr));
+    assert_eq!(env.cursor().await.unwrap().key, 3);
+
+    // Backwards needs only a confirmation; "no" leaves it, "yes" moves it.
+    let back = ["-c", &cfg, "cursor", "set", "--date-time", "2024-06-01 10:00:00", "--key", "1"];
+    let out = run_bin(&back, &env, Some("no\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(env.cursor().await.unwrap().key, 3);
+    let out = run_bin(&back, &env, Some("yes\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.cursor().await.unwrap().key, 1);
+    assert_eq!(
+        env.cursor_object().await.unwrap(),
+        r#"{"pcr_key": "1", "pcr_date_time": "2024-06-01 10:00:00"}"#
+    );
+
+    // --force skips on purpose.
+    let out = run_bin(&[&set[..], &["--yes", "--force"]].concat(), &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.cursor().await.unwrap().key, 7);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn cursor_set_exits_4_when_another_writer_moved_the_cursor_meanwhile() {
+    use std::io::{Read as _, Write as _};
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(3)).await;
+    env.put_cursor_object(r#"{"pcr_key": "3", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    let (_dir, cfg) = config(&env).await;
+    let mut child = Command::new(BIN)
+        .args(["-c", &cfg, "cursor", "set", "--date-time", "2024-01-01 00:00:00", "--key", "0"])
+        .env_remove("ENVIRONMENT")
+        .env("AWS_ENDPOINT_URL", &env.stack.aws_endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the question: the cursor (and its ETag) has been read by then.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8];
+    while !String::from_utf8_lossy(&seen).contains("Type yes to confirm") {
+        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "{}", text(&seen));
+        seen.push(byte[0]);
+    }
+    // Another writer moves it, then the operator confirms.
+    env.put_cursor_object(r#"{"pcr_key": "2", "pcr_date_time": "2024-06-01 10:00:00"}"#).await;
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(4), "{rest}");
+    assert!(rest.contains("changed by another writer"), "{rest}");
+    assert_eq!(env.cursor().await.unwrap().key, 2, "the other writer's cursor was overwritten");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_summary_line_json_logs_and_emf_metrics() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(7)).await;
+    let (_dir, cfg) = config(&env).await;
+    let out = run_bin(&["-c", &cfg, "--set", "LOG_FORMAT=json", "run", "--metrics", "emf"], &env, None);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mut summary = None;
+    for line in stderr.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "run finished" {
+            summary = v["summary"].as_str().map(str::to_string);
+        }
+    }
+    let summary = summary.expect("a run finished line");
+    for part in [
+        "batches=1",
+        "reservations=7",
+        "records=7",
+        "retries=0",
+        "cursor_before=",
+        "cursor_lag=0s",
+        "duration=",
+    ] {
+        assert!(summary.contains(part), "{part}: {summary}");
+    }
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let emf: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(emf["RecordsSent"], 7);
+    assert_eq!(emf["RunsFailed"], 0);
+    assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "PcReservePoller");
+    assert!(emf["_aws"]["Timestamp"].is_u64());
+
+    // A failed run: still only JSON on standard error, and a RunsFailed metric.
+    let out = run_bin(
+        &[
+            "-c",
+            &cfg,
+            "--set",
+            "LOG_FORMAT=json",
+            "--set",
+            "PC_RESERVE_SCHEMA_URL=http://127.0.0.1:1/schema",
+            "run",
+            "--metrics",
+            "emf",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("schema"), "{stderr}");
+    for line in stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let emf: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(emf["RunsFailed"], 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn decode_reads_the_stream_and_files_of_datums() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(5)).await;
+    let (dir, cfg) = config(&env).await;
+    assert!(run_bin(&["-c", &cfg], &env, None).status.success());
+    let sent = by_key(&env.sent().await);
+
+    let out = run_bin(&["-c", &cfg, "decode", "--from-start"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decoded: Vec<pc_reserve_poller::domain::PcReserveRecord> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(by_key(&decoded), sent);
+
+    let out = run_bin(&["-c", &cfg, "decode", "--from-start", "--limit", "2"], &env, None);
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let out = run_bin(&["-c", &cfg, "decode", "--since", "2100-01-01T00:00:00Z"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let datums: String =
+        sent.values().map(|r| format!("{}\n", b64.encode(env.encoder.encode(r).unwrap()))).collect();
+    let file = dir.join("datums.b64");
+    std::fs::write(&file, &datums).unwrap();
+    let out = run_bin(&["-c", &cfg, "decode", "--file", file.to_str().unwrap()], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    let out = run_bin(&["-c", &cfg, "decode", "--file", "-"], &env, Some("bm90IGF2cm8=\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("- line 1"), "{}", text(&out.stderr));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn backfills_of_disjoint_ranges_run_side_by_side_and_leave_the_main_cursor_alone() {
+    let env = TestEnv::new().await;
+    let mut rows = Vec::new();
+    for day in 1..=4i64 {
+        for n in 0..3i64 {
+            let key = day * 10 + n;
+            rows.push(row(key, Some("23333000000001"), &format!("2024-03-0{day} 12:00:0{n}")));
+        }
+    }
+    env.insert_rows(&rows).await;
+    let (_dir, cfg) = config(&env).await;
+    let spawn = |from: &str, to: &str| {
+        Command::new(BIN)
+            .args(["-c", &cfg, "--set", "ENVISIONWARE_BATCH_SIZE=2", "backfill", "--from", from, "--to", to])
+            .env_remove("ENVIRONMENT")
+            .env("AWS_ENDPOINT_URL", &env.stack.aws_endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Days 1 and 2 in one task, day 3 in another, at the same time; day 4 left out.
+    let a = spawn("2024-03-01", "2024-03-03");
+    let b = spawn("2024-03-03", "2024-03-04");
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let sent = by_key(&env.sent().await);
+    let expected: Vec<String> = rows.iter().filter(|r| r.key < 40).map(|r| p(&r.key.to_string())).collect();
+    assert_eq!(sent.len(), expected.len());
+    assert!(expected.iter().all(|k| sent.contains_key(k)));
+    assert_eq!(env.cursor_object().await, None, "the main cursor was touched");
+
+    // Each backfill has its own cursor; running one again sends nothing more.
+    let s3 = crate::support::s3_client(&env.sdk);
+    let own = s3
+        .get_object()
+        .bucket(&env.bucket)
+        .key("poller/state.backfill-20240301T000000-20240303T000000.json")
+        .send()
+        .await
+        .unwrap();
+    let own = String::from_utf8(own.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
+    assert_eq!(own, r#"{"pcr_key": "22", "pcr_date_time": "2024-03-02 12:00:02"}"#);
+    let out = spawn("2024-03-01", "2024-03-03").wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(env.sent().await.len(), 9);
+
+    let out = run_bin(&["-c", &cfg, "backfill", "--from", "2024-03-03", "--to", "2024-03-01"], &env, None);
+    assert_eq!(out.status.code(), Some(2));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn reconcile_counts_a_day_on_both_sides() {
+    let env = TestEnv::new().await;
+    let mut rows = many_rows(6);
+    rows.push(row(100, Some("23333000000001"), "2024-06-02 09:00:00"));
+    env.insert_rows(&rows).await;
+    let mut rs = sqlx::PgConnection::connect(&env.redshift_url()).await.unwrap();
+    let table = format!("pc_reserve_{}_rs", env.name);
+    // Four of the six 2024-06-01 records, one of them twice, and one of another day.
+    for key in ["a", "b", "c", "d", "d"] {
+        rs.execute(
+            sqlx::query(&format!("INSERT INTO {table} (key, transaction_et) VALUES ($1, DATE '2024-06-01')"))
+                .bind(key),
+        )
+        .await
+        .unwrap();
+    }
+    rs.execute(format!("INSERT INTO {table} (key, transaction_et) VALUES ('e', DATE '2024-06-02')").as_str())
+        .await
+        .unwrap();
+    let (_dir, cfg) = config(&env).await;
+    let out = run_bin(&["-c", &cfg, "reconcile", "--date", "2024-06-01"], &env, None);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("envisionware  6 reservations"), "{stdout}");
+    assert!(stdout.contains("warehouse     4 distinct keys (5 rows)"), "{stdout}");
+    assert!(stdout.contains("difference    2 (2 reservation(s) not in the warehouse)"), "{stdout}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_keeps_running_until_sigterm_then_exits_6() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(4)).await;
+    let (_dir, cfg) = config(&env).await;
+    let mut child = Command::new(BIN)
+        .args(["-c", &cfg, "run", "--every", "1h"])
+        .env_remove("ENVIRONMENT")
+        .env("AWS_ENDPOINT_URL", &env.stack.aws_endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "exited early: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for the next run") {
+            break;
+        }
+    }
+    assert!(seen.contains("records=4"), "{seen}");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(6), "{seen}{rest}");
+    assert_eq!(env.sent().await.len(), 4);
+    env.cleanup().await;
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for args in [
+        &["run", "--help"][..],
+        &["check", "--help"],
+        &["cursor", "--help"],
+        &["cursor", "show", "--help"],
+        &["cursor", "set", "--help"],
+        &["decode", "--help"],
+        &["backfill", "--help"],
+        &["reconcile", "--help"],
+        &["pseudonymize", "--help"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let help = text(&out.stdout);
+        assert!(out.status.success() && help.contains("Example"), "{args:?}: {help}");
+    }
+}
+
+#[test]
+fn the_config_templates_parse_and_name_every_required_variable() {
+    for name in ["devel", "qa", "production"] {
+        let path = std::path::PathBuf::from(format!("config/{name}.yaml"));
+        let raw = pc_reserve_poller::config::RawConfig::gather(Some(&path), &|_| None, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        raw.check_required().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
