@@ -9,13 +9,13 @@ use crate::support::{SALT, TestEnv, by_key, many_rows, p};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pc-reserve-poller");
 
-async fn kms_key(env: &TestEnv) -> (aws_sdk_kms::Client, String) {
+pub(crate) async fn kms_key(env: &TestEnv) -> (aws_sdk_kms::Client, String) {
     let kms = aws_sdk_kms::Client::new(&env.sdk);
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap().key_id;
     (kms, key)
 }
 
-async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> String {
+pub(crate) async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> String {
     let out = kms
         .encrypt()
         .key_id(key)
@@ -27,7 +27,7 @@ async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> Strin
 }
 
 /// Writes a config file like the original's: secrets encrypted, the rest plain.
-async fn write_config(
+pub(crate) async fn write_config(
     env: &TestEnv,
     dir: &std::path::Path,
     overrides: &[(&str, &str)],
@@ -67,7 +67,7 @@ async fn write_config(
     path
 }
 
-fn run_bin(args: &[&str], env: &TestEnv, stdin: Option<&str>) -> Output {
+pub(crate) fn run_bin(args: &[&str], env: &TestEnv, stdin: Option<&str>) -> Output {
     use std::io::Write as _;
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -87,7 +87,7 @@ fn run_bin(args: &[&str], env: &TestEnv, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn tempdir() -> std::path::PathBuf {
+pub(crate) fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("pcr-it-{}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -3,4 +3,5 @@
 
 mod binary;
 mod runs;
+mod security;
 mod support;
