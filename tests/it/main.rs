@@ -5,3 +5,4 @@ mod binary;
 mod runs;
 mod security;
 mod support;
+mod tls;
