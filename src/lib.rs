@@ -23,6 +23,7 @@ pub mod db;
 pub mod domain;
 pub mod encode;
 pub mod enrich;
+pub mod fuzz_checks;
 pub mod logging;
 pub mod pipeline;
 pub mod pseudonym;
