@@ -24,7 +24,7 @@ ROOT="${CARGO_FUZZ_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
 export PATH="$ROOT/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz.sh: installing cargo-fuzz into $ROOT" >&2
-  cargo install --locked --quiet cargo-fuzz --version 0.13.1 --root "$ROOT"
+  cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root "$ROOT"
 fi
 export RUSTC_BOOTSTRAP=1
 

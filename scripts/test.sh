@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
-# MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints, runs
-# the supply chain (cargo deny), the unit and integration tests (the TLS tests start their
+# MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
+# checks the supply chain (cargo deny), runs the unit and integration tests (the TLS tests start their
 # own PostgreSQL with TLS, scripts/tls-postgres.sh), then a small end-to-end demo run checked by an
 # independent oracle (scripts/verify_demo.py).
 #
