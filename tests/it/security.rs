@@ -215,6 +215,10 @@ async fn every_failure_path_prints_no_identifier_or_secret() {
     let text = failing_run("missing stream", vec![("KINESIS_STREAM_ARN", gone)]).await;
     assert!(text.contains("Kinesis"), "{text}");
 
+    // The cursor's bucket does not exist.
+    let text = failing_run("missing bucket", vec![("S3_BUCKET", format!("{}-gone", env.bucket))]).await;
+    assert!(text.contains("cursor"), "{text}");
+
     // Redshift's table was dropped.
     let mut rs = sqlx::PgConnection::connect(&env.redshift_url()).await.unwrap();
     rs.execute(format!("DROP TABLE patron_info_{}_rs", env.name).as_str()).await.unwrap();
