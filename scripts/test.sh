@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
-# MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints, runs
-# the unit and integration tests, the quick fault suite (scripts/fault-suite.sh --quick),
-# then a small end-to-end demo run checked by an independent oracle (scripts/verify_demo.py).
+# MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
+# checks the supply chain (cargo deny), runs the unit and integration tests (the TLS tests
+# start their own PostgreSQL with TLS, scripts/tls-postgres.sh), the quick fault suite
+# (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
+# independent oracle (scripts/verify_demo.py).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -27,6 +29,9 @@ if [ "${PCR_SKIP_LINT:-0}" != 1 ]; then
   step "cargo clippy"
   cargo clippy --all-targets --locked -- -D warnings
 fi
+
+step "cargo deny: licences, bans, sources (offline)"
+scripts/cargo-deny.sh
 
 step "cargo test (unit + integration against the local stack)"
 cargo test --locked --all-targets

@@ -53,7 +53,16 @@ pub fn s3_path_style(settings: &AwsSettings) -> bool {
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
 }
 
-/// An AWS SDK error with its whole cause chain, on one line.
-pub fn error_text<E: std::error::Error>(err: &E) -> String {
-    aws_sdk_kms::error::DisplayErrorContext(err).to_string()
+/// An AWS SDK error on one line: the service's error code and message when the service
+/// answered, else the whole cause chain (timeouts, connection failures). Never the raw
+/// response, which would make a log line of several kilobytes.
+pub fn error_text<E>(err: &E) -> String
+where
+    E: std::error::Error + aws_sdk_kms::error::ProvideErrorMetadata,
+{
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_kms::error::DisplayErrorContext(err).to_string(),
+    }
 }

@@ -167,12 +167,25 @@ pub fn pg_options(db: &DbSettings, redshift: bool, statement_timeout: Duration) 
     opts
 }
 
+/// Installs ring as the process-wide rustls crypto provider (once).
+///
+/// The AWS SDK links aws-lc-rs and sqlx links ring, so rustls cannot pick a default by
+/// itself; sqlx's `verify-ca` verifier asks for the default and would panic without one.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider is already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Opens a small MySQL pool, retrying transient connection failures.
 pub async fn connect_mysql(
     db: &DbSettings,
     connect_timeout: Duration,
     policy: &RetryPolicy,
 ) -> Result<MySqlPool, DbError> {
+    install_crypto_provider();
     let opts = mysql_options(db);
     retry(
         policy,
@@ -200,6 +213,7 @@ pub async fn connect_pg(
     connect_timeout: Duration,
     policy: &RetryPolicy,
 ) -> Result<PgPool, DbError> {
+    install_crypto_provider();
     retry(
         policy,
         what,

@@ -25,6 +25,7 @@ pub mod domain;
 pub mod dry_run;
 pub mod encode;
 pub mod enrich;
+pub mod fuzz_checks;
 pub mod lease;
 pub mod logging;
 pub mod metrics;

@@ -81,6 +81,16 @@ impl fmt::Debug for Salt {
     }
 }
 
+impl fmt::Display for Salt {
+    /// Only the cost: the salt itself is a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[redacted bcrypt salt, cost {}]", self.cost)
+    }
+}
+
+/// The raw salt bytes live in [`Zeroizing`], which overwrites them when dropped.
+impl zeroize::ZeroizeOnDrop for Salt {}
+
 /// The pseudonym of `input`: bcrypt under `salt`, salt prefix removed (31 characters).
 ///
 /// Inputs longer than 72 bytes are hashed on their first 72 bytes, as bcrypt always did.
@@ -295,8 +305,9 @@ mod tests {
     #[test]
     fn salt_never_prints_itself() {
         let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").unwrap();
-        let shown = format!("{salt:?}");
-        assert!(!shown.contains("abcdefghij"), "{shown}");
+        let shown = format!("{salt:?} {salt} {salt:#?} {:?}", vec![salt.clone()]);
+        assert!(!shown.contains("abcdefghij") && !shown.contains("qrstuu"), "{shown}");
+        assert!(shown.contains("redacted") && shown.contains("cost 4"), "{shown}");
     }
 
     #[test]

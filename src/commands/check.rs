@@ -176,7 +176,7 @@ pub async fn dependencies(
             .stream_arn(&settings.kinesis_stream_arn)
             .send()
             .await
-            .map_err(|e| super::aws_error_line(&e))?;
+            .map_err(|e| crate::aws::error_text(&e))?;
         let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
         let status = summary.stream_status().as_str().to_string();
         let detail =
@@ -193,7 +193,7 @@ pub async fn dependencies(
             .bucket(&settings.s3_bucket)
             .send()
             .await
-            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, super::aws_error_line(&e)))?;
+            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, crate::aws::error_text(&e)))?;
         let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
         let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
         match store.load().await.map_err(|e| e.to_string())? {

@@ -110,7 +110,7 @@ async fn from_stream(
     let kinesis = aws_sdk_kinesis::Client::new(sdk);
     let fail = |e: String| AppError::Tool(format!("Kinesis: {e}"));
     let shards =
-        kinesis.list_shards().stream_arn(arn).send().await.map_err(|e| fail(super::aws_error_line(&e)))?;
+        kinesis.list_shards().stream_arn(arn).send().await.map_err(|e| fail(crate::aws::error_text(&e)))?;
     for shard in shards.shards() {
         let mut request = kinesis.get_shard_iterator().stream_arn(arn).shard_id(shard.shard_id());
         request = match from {
@@ -120,7 +120,7 @@ async fn from_stream(
             _ => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         };
         let Some(mut iterator) =
-            request.send().await.map_err(|e| fail(super::aws_error_line(&e)))?.shard_iterator
+            request.send().await.map_err(|e| fail(crate::aws::error_text(&e)))?.shard_iterator
         else {
             continue;
         };
@@ -132,7 +132,7 @@ async fn from_stream(
                 .limit(10_000)
                 .send()
                 .await
-                .map_err(|e| fail(super::aws_error_line(&e)))?;
+                .map_err(|e| fail(crate::aws::error_text(&e)))?;
             for r in got.records() {
                 let origin = format!("shard {} sequence {}", shard.shard_id(), r.sequence_number());
                 if !print(r.data().as_ref(), &origin)? {

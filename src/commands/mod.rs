@@ -96,19 +96,6 @@ pub fn parse_date_time_arg(text: &str) -> Result<NaiveDateTime, String> {
     })
 }
 
-/// An AWS SDK error on one short line: `Code: message` when the service answered, else the
-/// whole cause chain (network errors, timeouts).
-pub fn aws_error_line<E>(err: &E) -> String
-where
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error,
-{
-    match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => crate::aws::error_text(err),
-    }
-}
-
 /// Formats a duration for people: `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();

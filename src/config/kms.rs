@@ -63,8 +63,11 @@ pub async fn decrypt_all(
             .decode(compact.as_bytes())
             .map_err(|_| kms_error("the value is not base64".into()))?;
         let plaintext = kms.decrypt(ciphertext).await.map_err(kms_error)?;
-        let text =
-            String::from_utf8(plaintext).map_err(|_| kms_error("the plaintext is not UTF-8".into()))?;
+        let text = String::from_utf8(plaintext).map_err(|e| {
+            // Wipe the refused plaintext before it is freed.
+            zeroize::Zeroize::zeroize(&mut e.into_bytes());
+            kms_error("the plaintext is not UTF-8".into())
+        })?;
         out.push((name.clone(), SecretString::from(text)));
     }
     Ok(out)

@@ -467,9 +467,10 @@ impl RawConfig {
     }
 
     /// Phase two: decrypts the encrypted variables with `kms` and validates everything.
-    pub async fn resolve(self, kms: &impl kms::Decrypter) -> Result<Settings, ConfigError> {
+    pub async fn resolve(mut self, kms: &impl kms::Decrypter) -> Result<Settings, ConfigError> {
         self.check_required()?;
-        let mut values: BTreeMap<String, String> = self.plain.into_iter().map(|(k, (v, _))| (k, v)).collect();
+        let mut values =
+            WipedOnDrop(std::mem::take(&mut self.plain).into_iter().map(|(k, (v, _))| (k, v)).collect());
         let mut secrets: Vec<SecretString> = Vec::new();
         let decrypted = kms::decrypt_all(kms, &self.encrypted).await?;
         for (name, plaintext) in decrypted {
@@ -485,12 +486,41 @@ impl RawConfig {
                 secrets.push(SecretString::from(v.clone()));
             }
         }
-        let settings = validate(&Vars(&values), secrets);
-        // Wipe the plain copies of every value now that they live in their typed homes.
-        for v in values.values_mut() {
+        // `values` wipes its plain copies when it goes out of scope, on success or error.
+        validate(&Vars(&values), secrets)
+    }
+}
+
+impl Drop for RawConfig {
+    /// Wipes the plain text of every variable (passwords and the salt may be among them).
+    fn drop(&mut self) {
+        for (v, _) in self.plain.values_mut() {
             zeroize::Zeroize::zeroize(v);
         }
-        settings
+    }
+}
+
+/// Variable texts that are overwritten with zeros when dropped.
+struct WipedOnDrop(BTreeMap<String, String>);
+
+impl std::ops::Deref for WipedOnDrop {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WipedOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        for v in self.0.values_mut() {
+            zeroize::Zeroize::zeroize(v);
+        }
     }
 }
 
@@ -854,6 +884,40 @@ mod tests {
         let s = futures_lite_block_on(raw.resolve(&kms::NoDecrypter)).unwrap();
         assert_eq!(s.kinesis_batch_size, 7);
         assert_eq!(s.envisionware_batch_size, 9);
+    }
+
+    /// A decrypter that answers every ciphertext with `plain-` + its base64.
+    struct EchoDecrypter;
+
+    impl kms::Decrypter for EchoDecrypter {
+        async fn decrypt(&self, ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+            Ok([b"plain-".as_slice(), &ciphertext].concat())
+        }
+    }
+
+    fn assert_zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn decrypted_values_are_redacted_and_wiped_on_drop() {
+        assert_zeroized_on_drop::<SecretString>();
+        assert_zeroized_on_drop::<Salt>();
+        let encrypted: BTreeMap<String, String> =
+            [("SIERRA_DB_PASSWORD".to_string(), "c2VjcmV0LXZhbHVl".to_string())].into();
+        let decrypted = futures_lite_block_on(kms::decrypt_all(&EchoDecrypter, &encrypted)).unwrap();
+        assert_eq!(decrypted[0].1.expose_secret(), "plain-secret-value");
+        let shown = format!("{decrypted:?}");
+        assert!(!shown.contains("secret-value") && shown.contains("REDACTED"), "{shown}");
+
+        // Through the whole configuration too: neither Settings nor DbSettings shows it.
+        let mut plaintext = complete_plaintext();
+        plaintext.remove("SIERRA_DB_PASSWORD");
+        let raw =
+            RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &|_| None, &BTreeMap::new());
+        let s = futures_lite_block_on(raw.resolve(&EchoDecrypter)).unwrap();
+        assert_eq!(s.sierra.password.expose_secret(), "plain-secret-value");
+        assert!(s.secret_values().any(|v| v == "plain-secret-value"));
+        let shown = format!("{s:?} {:?} {:?} {}", s.sierra, s.salt, s.salt);
+        assert!(!shown.contains("secret-value") && !shown.contains("abcdefghij"), "{shown}");
     }
 
     #[test]

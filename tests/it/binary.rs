@@ -9,13 +9,13 @@ use crate::support::{SALT, TestEnv, by_key, many_rows, p};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pc-reserve-poller");
 
-async fn kms_key(env: &TestEnv) -> (aws_sdk_kms::Client, String) {
+pub(crate) async fn kms_key(env: &TestEnv) -> (aws_sdk_kms::Client, String) {
     let kms = aws_sdk_kms::Client::new(&env.sdk);
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap().key_id;
     (kms, key)
 }
 
-async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> String {
+pub(crate) async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, plaintext: &str) -> String {
     let out = kms
         .encrypt()
         .key_id(key)

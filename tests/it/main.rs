@@ -5,6 +5,8 @@ mod bad_input;
 mod binary;
 mod runs;
 mod safety;
+mod security;
 mod stopping;
 mod support;
+mod tls;
 mod tools;

@@ -113,7 +113,7 @@ fn url_with_db(base: &str, db: &str) -> String {
 }
 
 /// Splits an SQL file into statements (they end with `;` at a line end).
-fn statements(sql: &str) -> Vec<String> {
+pub fn statements(sql: &str) -> Vec<String> {
     sql.split(";\n")
         .map(|s| s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n"))
         .map(|s| s.trim().trim_end_matches(';').to_string())

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Supply-chain check: licences, bans and sources of every dependency (deny.toml), without
+# the network once the crate sources are present. Installs cargo-deny into a cached root
+# when it is missing (about 5 minutes of compiling on 2 cores; once per machine/cache).
+#
+#   scripts/cargo-deny.sh          check
+#   CARGO_DENY_ROOT=/path ...      where cargo-deny is installed/cached
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROOT="${CARGO_DENY_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
+VERSION=0.20.2
+DENY="$ROOT/bin/cargo-deny"
+if ! { [ -x "$DENY" ] && "$DENY" --version 2>/dev/null | grep -q " $VERSION\$"; }; then
+  if command -v cargo-deny >/dev/null 2>&1 && cargo-deny --version | grep -q " $VERSION\$"; then
+    DENY="$(command -v cargo-deny)"
+  else
+    echo "cargo-deny.sh: installing cargo-deny $VERSION into $ROOT" >&2
+    mkdir -p "$ROOT"
+    cargo install --locked --quiet cargo-deny --version "$VERSION" --root "$ROOT"
+  fi
+fi
+# cargo metadata needs every target's crate sources (a few small Windows/Android crates the
+# build itself never downloads); fetch them once, then check offline.
+cargo fetch --locked --quiet
+"$DENY" --offline --locked check licenses bans sources

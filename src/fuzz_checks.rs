@@ -1,0 +1,111 @@
+//! Properties of the parsers that read outside input, shared by the fuzz targets in
+//! `fuzz/` (`scripts/fuzz.sh`) and by the tests that replay their corpus and findings.
+//!
+//! Each check takes arbitrary bytes and panics when a property breaks: a parser panics,
+//! a successful parse does not round-trip, or an error is not a single line.
+
+use crate::domain::Cursor;
+use crate::encode::{AvroEncoder, schema_from_response};
+use crate::pseudonym::{Salt, pseudonym};
+
+fn one_line(what: &str, message: &str) {
+    assert!(!message.contains('\n'), "{what}: error is not one line: {message:?}");
+}
+
+/// The S3 cursor object: parses or fails cleanly; what parses round-trips through
+/// [`Cursor::to_json`].
+pub fn cursor_object(data: &[u8]) {
+    match Cursor::from_json(data) {
+        Ok(cursor) => {
+            let again = Cursor::from_json(cursor.to_json().as_bytes());
+            assert_eq!(again.ok(), Some(cursor), "the cursor does not round-trip");
+        }
+        Err(e) => one_line("cursor", &e.to_string()),
+    }
+}
+
+/// The YAML configuration file: parses or fails with one line.
+pub fn yaml_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match crate::config::yaml::parse(text) {
+        Ok(_) => {}
+        Err(e) => one_line("yaml", &e),
+    }
+}
+
+/// The schema endpoint's answer, then the schema itself: both fail cleanly.
+pub fn schema_response(data: &[u8]) {
+    match schema_from_response(data) {
+        Ok(schema) => {
+            if let Err(e) = AvroEncoder::from_schema_text(&schema) {
+                let _ = e.to_string();
+            }
+        }
+        Err(e) => one_line("schema response", &e.to_string()),
+    }
+}
+
+/// `BCRYPT_SALT`: parses or fails without echoing the value; a parsed salt hashes (cheap
+/// costs only) and never prints itself.
+pub fn salt(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Salt::parse(text) {
+        Ok(salt) => {
+            assert_eq!(text.len(), 29, "a salt is 29 bytes");
+            let shown = format!("{salt} {salt:?}");
+            assert!(!shown.contains(&text[7..]), "the salt prints itself: {shown}");
+            if salt.cost() <= 5 {
+                assert_eq!(pseudonym(&salt, b"x").len(), 31);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            one_line("salt", &message);
+            if text.len() >= 8 {
+                assert!(!message.contains(text), "the error echoes the value: {message}");
+            }
+        }
+    }
+}
+
+/// A property check over arbitrary bytes.
+pub type Check = fn(&[u8]);
+
+/// Every check by name, for the corpus replay.
+pub const CHECKS: [(&str, Check); 4] =
+    [("cursor", cursor_object), ("yaml", yaml_config), ("schema", schema_response), ("salt", salt)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays the seed corpus and every saved finding (`fuzz/corpus/<target>/`,
+    /// `fuzz/regressions/<target>/`) through its check.
+    #[test]
+    fn the_fuzz_corpus_and_findings_still_pass() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+        let mut replayed = 0;
+        for (name, check) in CHECKS {
+            for dir in ["corpus", "regressions"] {
+                let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else { continue };
+                for entry in entries {
+                    let path = entry.unwrap().path();
+                    let data = std::fs::read(&path).unwrap();
+                    let outcome = std::panic::catch_unwind(|| check(&data));
+                    assert!(outcome.is_ok(), "{} fails its check", path.display());
+                    replayed += 1;
+                }
+            }
+        }
+        assert!(replayed >= 8, "only {replayed} corpus files found");
+    }
+
+    #[test]
+    fn checks_accept_the_formats_they_guard() {
+        cursor_object(br#"{"pcr_key": "40000000", "pcr_date_time": "2023-04-04 04:00:00"}"#);
+        yaml_config(b"PLAINTEXT_VARIABLES:\n  A: 1\n");
+        schema_response(include_bytes!("../tests/fixtures/PcReserve-schema-response.json"));
+        salt(b"$2b$04$abcdefghijklmnopqrstuu");
+        salt(b"not a salt at all");
+    }
+}
