@@ -86,6 +86,19 @@ pub enum Command {
         /// Values to pseudonymise; none reads standard input, one value per line.
         values: Vec<String>,
     },
+    /// Measures bcrypt hashes per second on one core (used by scripts/bench.sh).
+    #[command(hide = true)]
+    BenchHash {
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 4)]
+        cost: u32,
+        /// `crate`, `lanes2` or `lanes3`; default: the kernel runs use.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// How long to measure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 /// Flags of `run`.
