@@ -3,18 +3,22 @@
 //! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
 //! Avro datums -> Kinesis requests -> cursor store`.
 //!
-//! The cursor moves after every acknowledged request, to the last reservation of that
-//! request, never past a record Kinesis has not acknowledged.
+//! The stages of consecutive batches run at the same time (see [`run`]). The cursor moves
+//! after every acknowledged request, to the last reservation of that request, never past
+//! a record Kinesis has not acknowledged.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
 use crate::db::DbError;
-use crate::domain::{Cursor, RetrievalStatus, format_date_time};
+use crate::domain::{Cursor, Reservation, RetrievalStatus, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
-use crate::enrich::{GeoDirectory, PatronDirectory};
-use crate::pseudonym::Pseudonymizer;
-use crate::records::{BuildError, build_records};
+use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
+use crate::pseudonym::{PseudonymResult, Pseudonymizer};
+use crate::records::{BuildError, finish_records, lookup_patrons, pseudonym_job};
 use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
 use crate::source::ReservationSource;
 use crate::state::{CursorStore, StateError};
@@ -134,7 +138,50 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
+/// A batch read from Envisionware and looked up in Sierra.
+struct Prepared {
+    n: u64,
+    rows: Vec<Reservation>,
+    matches: Vec<Option<PatronMatch>>,
+}
+
+/// A batch with its pseudonyms.
+struct Hashed {
+    prepared: Prepared,
+    pseudonyms: PseudonymResult,
+}
+
+/// A batch ready to send: one Avro datum per reservation.
+struct Encoded {
+    n: u64,
+    cursors: Vec<Cursor>,
+    statuses: Vec<RetrievalStatus>,
+    outgoing: Vec<OutgoingRecord>,
+}
+
+/// What the sending stage did.
+struct Sent {
+    cursor: Cursor,
+    by_status: BTreeMap<&'static str, u64>,
+    requests: u64,
+    resent: u64,
+}
+
+fn batch_span(n: u64, rows: usize) -> tracing::Span {
+    tracing::info_span!("batch", n, rows)
+}
+
 /// Performs one run: batches until the source is drained or `max_batches` is reached.
+///
+/// The stages of consecutive batches overlap: while batch `k` is hashed on the
+/// pseudonymizer's pool, batch `k+1` is read from Envisionware and looked up in Sierra,
+/// and the records of batch `k-1` are looked up in Redshift, encoded and sent. Each stage
+/// hands a batch to the next through a channel of one slot, so at most a few batches are
+/// in memory. Sending is sequential (one `PutRecords` request in flight) and the cursor is
+/// saved after each acknowledged request, so it only ever covers a contiguous
+/// acknowledged prefix. When a stage fails, the stages before it stop, the stages after
+/// it finish the batches they already have (so what was read and built is still sent and
+/// the cursor covers it), and the run reports the failure.
 pub async fn run<Src, Pat, Geo, Store, Put>(
     stages: &mut Stages<Src, Pat, Geo, Store, Put>,
     options: &RunOptions,
@@ -148,7 +195,7 @@ where
 {
     let started = Instant::now();
     let mut summary = RunSummary::default();
-    let mut cursor = match &stages.store {
+    let start = match &stages.store {
         None => options.start_cursor.unwrap_or_else(Cursor::default_start),
         Some(store) => match store.load().await? {
             Some(c) => c,
@@ -164,65 +211,133 @@ where
             },
         },
     };
-    summary.cursor_before = Some(cursor);
-    tracing::info!(cursor = %format_date_time(cursor.date_time), "run starts");
+    summary.cursor_before = Some(start);
+    tracing::info!(cursor = %format_date_time(start.date_time), "run starts");
 
     let computed_before = stages.pseudonymizer.stats();
-    loop {
-        if options.max_batches.is_some_and(|max| summary.batches >= max) {
-            tracing::info!(batches = summary.batches, "MAX_BATCHES reached");
-            break;
-        }
-        let batch = stages
-            .source
-            .read_after(cursor, options.envisionware_batch_size)
-            .await
-            .map_err(RunError::Source)?;
-        if batch.is_empty() {
-            break;
-        }
-        summary.batches += 1;
-        summary.reservations += batch.len() as u64;
-        let span = tracing::info_span!("batch", n = summary.batches, rows = batch.len());
-        let _guard = span.enter();
+    let Stages { source, sierra, redshift, store, sender, pseudonymizer, encoder } = stages;
+    let pseudonymizer: &Pseudonymizer = pseudonymizer;
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
+    let (hashed_tx, mut hashed_rx) = mpsc::channel::<Hashed>(1);
+    let (encoded_tx, mut encoded_rx) = mpsc::channel::<Encoded>(1);
 
-        let built = build_records(&batch, &stages.sierra, &stages.redshift, &stages.pseudonymizer).await?;
-        let outgoing = built
-            .iter()
-            .map(|b| {
-                Ok(OutgoingRecord {
-                    data: stages.encoder.encode(&b.record)?,
-                    partition_key: b.record.key.clone(),
+    // Envisionware and Sierra, running ahead of the hashing.
+    let read = async move {
+        let (mut batches, mut reservations) = (0u64, 0u64);
+        let mut after = start;
+        loop {
+            if options.max_batches.is_some_and(|max| batches >= max) {
+                tracing::info!(batches, "MAX_BATCHES reached");
+                break;
+            }
+            let rows =
+                source.read_after(after, options.envisionware_batch_size).await.map_err(RunError::Source)?;
+            if rows.is_empty() {
+                break;
+            }
+            batches += 1;
+            reservations += rows.len() as u64;
+            let last_batch = rows.len() < options.envisionware_batch_size;
+            if let Some(last) = rows.last() {
+                after = last.cursor();
+            }
+            let matches = lookup_patrons(&rows, &*sierra).instrument(batch_span(batches, rows.len())).await?;
+            if prepared_tx.send(Prepared { n: batches, rows, matches }).await.is_err() || last_batch {
+                break;
+            }
+        }
+        Ok::<_, RunError>((batches, reservations))
+    };
+
+    // bcrypt, on the pseudonymizer's pool; this task only waits for it.
+    let hash = async move {
+        while let Some(prepared) = prepared_rx.recv().await {
+            let job = pseudonym_job(&prepared.rows, &prepared.matches);
+            let span = batch_span(prepared.n, prepared.rows.len());
+            let pseudonyms = pseudonymizer.pseudonymize_job(job).instrument(span).await;
+            if hashed_tx.send(Hashed { prepared, pseudonyms }).await.is_err() {
+                break;
+            }
+        }
+    };
+
+    // Redshift and Avro.
+    let finish = async move {
+        while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
+            let Prepared { n, rows, matches } = prepared;
+            let span = batch_span(n, rows.len());
+            let built = finish_records(&rows, &matches, pseudonyms, &*redshift).instrument(span).await?;
+            let outgoing = built
+                .iter()
+                .map(|b| {
+                    Ok(OutgoingRecord {
+                        data: encoder.encode(&b.record)?,
+                        partition_key: b.record.key.clone(),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, EncodeError>>()?;
-        for range in plan_requests(&outgoing, options.kinesis_batch_size)? {
-            if let Some(sender) = stages.sender.as_mut() {
-                sender.send_all(&outgoing[range.clone()]).await?;
-                summary.requests += 1;
-            }
-            for b in &built[range.clone()] {
-                *summary.by_status.entry(status_name(b.status)).or_default() += 1;
-            }
-            cursor = batch[range.end - 1].cursor();
-            if let Some(store) = &stages.store {
-                store.save(cursor).await?;
+                .collect::<Result<Vec<_>, EncodeError>>()?;
+            let encoded = Encoded {
+                n,
+                cursors: rows.iter().map(Reservation::cursor).collect(),
+                statuses: built.iter().map(|b| b.status).collect(),
+                outgoing,
+            };
+            if encoded_tx.send(encoded).await.is_err() {
+                break;
             }
         }
-        tracing::info!(
-            records = built.len(),
-            cursor = %format_date_time(cursor.date_time),
-            "batch done"
-        );
-        if batch.len() < options.envisionware_batch_size {
-            break;
+        Ok::<_, RunError>(())
+    };
+
+    // Kinesis and the cursor: one request at a time, the cursor saved after each.
+    let send = async move {
+        let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
+        while let Some(batch) = encoded_rx.recv().await {
+            let span = batch_span(batch.n, batch.outgoing.len());
+            async {
+                for range in plan_requests(&batch.outgoing, options.kinesis_batch_size)? {
+                    if let Some(sender) = sender.as_mut() {
+                        sender.send_all(&batch.outgoing[range.clone()]).await?;
+                        sent.requests += 1;
+                    }
+                    for status in &batch.statuses[range.clone()] {
+                        *sent.by_status.entry(status_name(*status)).or_default() += 1;
+                    }
+                    sent.cursor = batch.cursors[range.end - 1];
+                    if let Some(store) = store.as_ref() {
+                        store.save(sent.cursor).await?;
+                    }
+                }
+                tracing::info!(
+                    records = batch.outgoing.len(),
+                    cursor = %format_date_time(sent.cursor.date_time),
+                    "batch done"
+                );
+                Ok::<_, RunError>(())
+            }
+            .instrument(span)
+            .await?;
         }
-    }
-    let stats = stages.pseudonymizer.stats();
+        sent.resent = sender.as_ref().map_or(0, |s| s.resent);
+        Ok::<_, RunError>(sent)
+    };
+
+    let (read, (), finish, send) = tokio::join!(read, hash, finish, send);
+    // The failure nearest the cursor is the one to report: a stage after a failed one
+    // only stops because its input stopped.
+    let sent = send?;
+    finish?;
+    let (batches, reservations) = read?;
+
+    summary.batches = batches;
+    summary.reservations = reservations;
+    summary.by_status = sent.by_status;
+    summary.requests = sent.requests;
+    let stats = pseudonymizer.stats();
     summary.pseudonyms_computed = stats.computed - computed_before.computed;
     summary.pseudonym_memo_hits = stats.memo_hits - computed_before.memo_hits;
-    summary.resent = stages.sender.as_ref().map_or(0, |s| s.resent);
-    summary.cursor_after = Some(cursor);
+    summary.resent = sent.resent;
+    summary.cursor_after = Some(sent.cursor);
     summary.duration = started.elapsed();
     Ok(summary)
 }
