@@ -345,3 +345,175 @@ where
 fn status_name(s: RetrievalStatus) -> &'static str {
     s.as_str()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::NaiveDateTime;
+
+    use super::*;
+    use crate::enrich::Geo;
+    use crate::pseudonym::Salt;
+    use crate::retry::RetryPolicy;
+    use crate::sink::PutOutcome;
+    use crate::state::MemoryCursorStore;
+
+    /// `n` reservations with keys 1..=n, one second apart.
+    struct Rows(Vec<Reservation>);
+
+    impl ReservationSource for Rows {
+        async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Reservation>, DbError> {
+            Ok(self.0.iter().filter(|r| r.cursor() > after).take(limit).cloned().collect())
+        }
+    }
+
+    /// Sierra knowing every barcode; fails on the call number `fail_on` (1-based).
+    struct Sierra {
+        calls: AtomicUsize,
+        fail_on: usize,
+    }
+
+    impl PatronDirectory for Sierra {
+        async fn patrons_by_barcode(
+            &self,
+            barcodes: &[String],
+        ) -> Result<HashMap<String, PatronMatch>, DbError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_on {
+                return Err(DbError { message: "connection reset".into(), transient: false });
+            }
+            Ok(barcodes
+                .iter()
+                .map(|b| {
+                    let id = b.trim_start_matches('b').parse().unwrap_or(0);
+                    let m = PatronMatch {
+                        patron_id: id,
+                        ptype_code: Some(10),
+                        pcode3: None,
+                        home_library_code: None,
+                    };
+                    (b.clone(), m)
+                })
+                .collect())
+        }
+    }
+
+    struct NoGeo;
+
+    impl GeoDirectory for NoGeo {
+        async fn geo_by_patron(&self, _: &[String]) -> Result<HashMap<String, Geo>, DbError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    /// Kinesis that records every request and how many were in flight at once.
+    #[derive(Default)]
+    struct Recorder {
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        requests: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl PutRecords for &Recorder {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.requests.lock().unwrap().push(records.iter().map(|r| r.partition_key.clone()).collect());
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(vec![None; records.len()])
+        }
+    }
+
+    fn rows(n: i64) -> Rows {
+        let t0 = NaiveDateTime::parse_from_str("2024-05-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        Rows(
+            (1..=n)
+                .map(|k| Reservation {
+                    key: k,
+                    barcode: Some(format!("b{}", 100 + k % 7)),
+                    minutes_used: Some(30),
+                    date_time: t0 + chrono::Duration::seconds(k),
+                    branch: None,
+                    area: None,
+                    staff_override: None,
+                })
+                .collect(),
+        )
+    }
+
+    fn stages<'a>(
+        n: i64,
+        fail_on: usize,
+        kinesis: &'a Recorder,
+    ) -> Stages<Rows, Sierra, NoGeo, MemoryCursorStore, &'a Recorder> {
+        let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").unwrap();
+        let fast = RetryPolicy {
+            attempts: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        Stages {
+            source: rows(n),
+            sierra: Sierra { calls: AtomicUsize::new(0), fail_on },
+            redshift: NoGeo,
+            store: Some(MemoryCursorStore::new(None)),
+            sender: Some(Sender::new(kinesis, fast, 0)),
+            pseudonymizer: Pseudonymizer::new(salt, 2).unwrap(),
+            encoder: AvroEncoder::from_schema_text(include_str!("../tests/fixtures/PcReserve-schema.avsc"))
+                .unwrap(),
+        }
+    }
+
+    fn options() -> RunOptions {
+        RunOptions {
+            envisionware_batch_size: 10,
+            kinesis_batch_size: 4,
+            max_batches: None,
+            start_cursor: Some(Cursor::default_start()),
+            cursor_location: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_run_sends_everything_in_order_one_request_at_a_time() {
+        let kinesis = Recorder::default();
+        let mut s = stages(45, 0, &kinesis);
+        let summary = run(&mut s, &options()).await.unwrap();
+        assert_eq!((summary.batches, summary.reservations, summary.records()), (5, 45, 45));
+        assert_eq!(kinesis.max_in_flight.load(Ordering::SeqCst), 1);
+        // Requests of at most 4 records, never across a batch, in order.
+        let requests = kinesis.requests.lock().unwrap();
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            [4, 4, 2, 4, 4, 2, 4, 4, 2, 4, 4, 2, 4, 1]
+        );
+        let salt = s.pseudonymizer.salt().clone();
+        let sent: Vec<&String> = requests.iter().flatten().collect();
+        for (k, key) in (1..=45).zip(&sent) {
+            assert_eq!(**key, crate::pseudonym::pseudonym(&salt, k.to_string().as_bytes()));
+        }
+        // The cursor was saved after every request, each time at the request's last row.
+        let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
+        let ends = [4, 8, 10, 14, 18, 20, 24, 28, 30, 34, 38, 40, 44, 45];
+        assert_eq!(saved.iter().map(|c| c.key).collect::<Vec<_>>(), ends);
+        assert_eq!(summary.cursor_after.unwrap().key, 45);
+        // 45 keys and the 7 distinct patrons.
+        assert_eq!(summary.pseudonyms_computed, 52);
+    }
+
+    #[tokio::test]
+    async fn a_failing_stage_still_sends_the_batches_before_it_and_the_cursor_covers_them() {
+        let kinesis = Recorder::default();
+        let mut s = stages(45, 3, &kinesis);
+        let err = run(&mut s, &options()).await.unwrap_err();
+        assert!(err.to_string().starts_with("Sierra:"), "{err}");
+        // Batches 1 and 2 were read, hashed and sent; nothing of batch 3 was.
+        let sent: usize = kinesis.requests.lock().unwrap().iter().map(Vec::len).sum();
+        assert_eq!(sent, 20);
+        let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
+        assert_eq!(saved.last().unwrap().key, 20);
+    }
+}
