@@ -444,11 +444,11 @@ mod tests {
         )
     }
 
-    fn stages<'a>(
+    fn stages(
         n: i64,
         fail_on: usize,
-        kinesis: &'a Recorder,
-    ) -> Stages<Rows, Sierra, NoGeo, MemoryCursorStore, &'a Recorder> {
+        kinesis: &Recorder,
+    ) -> Stages<Rows, Sierra, NoGeo, MemoryCursorStore, &Recorder> {
         let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").unwrap();
         let fast = RetryPolicy {
             attempts: 1,
