@@ -165,8 +165,12 @@ pub async fn run_once(
             settings.kinesis_records_per_second,
         )
     });
-    let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
-        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = Pseudonymizer::with_kernel(
+        settings.salt.clone(),
+        settings.pseudonym_threads,
+        settings.pseudonym_kernel,
+    )
+    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
         source: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry),
         sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
