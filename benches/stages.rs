@@ -55,7 +55,7 @@ fn main() {
     let budget = if bench { Duration::from_secs(2) } else { Duration::ZERO };
 
     for cost in [4, 7] {
-        for kernel in [Kernel::Crate, Kernel::Lanes2, Kernel::Lanes3] {
+        for kernel in Kernel::ALL {
             let seconds = if bench { 3.0 } else { 0.0 };
             if !bench && cost > 4 {
                 continue;

@@ -92,7 +92,7 @@ pub enum Command {
         /// bcrypt cost.
         #[arg(long, default_value_t = 4)]
         cost: u32,
-        /// `crate`, `lanes2` or `lanes3`; default: the kernel runs use.
+        /// `crate` or `lanes1`..`lanes4`; default: the kernel runs use.
         #[arg(long)]
         kernel: Option<String>,
         /// How long to measure.

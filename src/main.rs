@@ -105,8 +105,9 @@ async fn pseudonymize(
 fn bench_hash(cost: u32, kernel: Option<&str>, seconds: f64) -> Result<(), AppError> {
     let kernel = match kernel {
         None => Kernel::DEFAULT,
-        Some(k) => Kernel::parse(k)
-            .ok_or_else(|| AppError::Startup(format!("unknown kernel {k:?}: crate, lanes2 or lanes3")))?,
+        Some(k) => Kernel::parse(k).ok_or_else(|| {
+            AppError::Startup(format!("unknown kernel {k:?}: crate, lanes1, lanes2, lanes3 or lanes4"))
+        })?,
     };
     let rate = measure_single_core(kernel, cost, seconds).map_err(|e| AppError::Startup(e.to_string()))?;
     println!(

@@ -107,22 +107,31 @@ pub const PSEUDONYM_LEN: usize = 31;
 pub enum Kernel {
     /// The `bcrypt` crate, one hash at a time per thread.
     Crate,
+    /// `pcr-bcrypt-lanes` with one hash at a time (to measure what interleaving adds).
+    Lanes1,
     /// `pcr-bcrypt-lanes`: two hashes interleaved per thread.
     Lanes2,
     /// `pcr-bcrypt-lanes`: three hashes interleaved per thread.
     Lanes3,
+    /// `pcr-bcrypt-lanes`: four hashes interleaved per thread.
+    Lanes4,
 }
 
 impl Kernel {
     /// The kernel the pipeline uses (the fastest one measured; see README, Performance).
-    pub const DEFAULT: Kernel = Kernel::Lanes2;
+    pub const DEFAULT: Kernel = Kernel::Lanes3;
 
-    /// Parses `crate`, `lanes2` or `lanes3`.
+    /// Every kernel.
+    pub const ALL: [Kernel; 5] = [Self::Crate, Self::Lanes1, Self::Lanes2, Self::Lanes3, Self::Lanes4];
+
+    /// Parses `crate`, `lanes1`, `lanes2`, `lanes3` or `lanes4`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "crate" => Some(Self::Crate),
+            "lanes1" => Some(Self::Lanes1),
             "lanes2" => Some(Self::Lanes2),
             "lanes3" => Some(Self::Lanes3),
+            "lanes4" => Some(Self::Lanes4),
             _ => None,
         }
     }
@@ -130,9 +139,10 @@ impl Kernel {
     /// How many inputs one call of the kernel hashes together.
     pub fn lanes(self) -> usize {
         match self {
-            Self::Crate => 1,
+            Self::Crate | Self::Lanes1 => 1,
             Self::Lanes2 => 2,
             Self::Lanes3 => 3,
+            Self::Lanes4 => 4,
         }
     }
 
@@ -140,8 +150,10 @@ impl Kernel {
     pub fn pseudonyms(self, salt: &Salt, inputs: &[&[u8]]) -> Vec<[u8; PSEUDONYM_LEN]> {
         let raw: Vec<[u8; 23]> = match self {
             Self::Crate => return inputs.iter().map(|v| pseudonym_bytes(salt, v)).collect(),
+            Self::Lanes1 => pcr_bcrypt_lanes::hash_many::<1>(salt.cost, &salt.raw, inputs),
             Self::Lanes2 => pcr_bcrypt_lanes::hash_many::<2>(salt.cost, &salt.raw, inputs),
             Self::Lanes3 => pcr_bcrypt_lanes::hash_many::<3>(salt.cost, &salt.raw, inputs),
+            Self::Lanes4 => pcr_bcrypt_lanes::hash_many::<4>(salt.cost, &salt.raw, inputs),
         };
         raw.iter().map(encode_hash).collect()
     }
@@ -539,7 +551,7 @@ mod tests {
 
     #[test]
     fn interleaved_kernel_matches_the_bcrypt_crate_on_every_vector() {
-        for kernel in [Kernel::Lanes2, Kernel::Lanes3] {
+        for kernel in Kernel::ALL {
             assert!(check_vectors_with(kernel) >= 210);
         }
     }
@@ -629,7 +641,7 @@ mod tests {
     async fn hashing_runs_on_the_pool_never_on_the_async_thread() {
         let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").unwrap();
         let runtime_thread = std::thread::current().id();
-        for kernel in [Kernel::Crate, Kernel::Lanes2, Kernel::Lanes3] {
+        for kernel in Kernel::ALL {
             let p = Pseudonymizer::with_kernel(salt.clone(), 2, kernel).unwrap();
             let job = PseudonymJob { unique: (0..20).map(|i| i.to_string()).collect(), recurring: vec![] };
             let out = p.pseudonymize_job(job).await;

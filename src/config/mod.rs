@@ -208,7 +208,7 @@ pub struct Settings {
     pub start_cursor: Option<Cursor>,
     /// `PSEUDONYM_THREADS`: bcrypt threads; 0 (the default) means one per core.
     pub pseudonym_threads: usize,
-    /// `PSEUDONYM_KERNEL`: `crate`, `lanes2` or `lanes3` (default [`Kernel::DEFAULT`]).
+    /// `PSEUDONYM_KERNEL`: `crate` or `lanes1`..`lanes4` (default [`Kernel::DEFAULT`]).
     pub pseudonym_kernel: Kernel,
     /// `RETRY_ATTEMPTS` and `RETRY_BASE_DELAY_MS`: the policy for transient failures.
     pub retry: RetryPolicy,
@@ -649,8 +649,9 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         pseudonym_threads: v.number("PSEUDONYM_THREADS", Some(0))?,
         pseudonym_kernel: match v.optional("PSEUDONYM_KERNEL") {
             None => Kernel::DEFAULT,
-            Some(k) => Kernel::parse(k)
-                .ok_or_else(|| invalid("PSEUDONYM_KERNEL", "must be crate, lanes2 or lanes3"))?,
+            Some(k) => Kernel::parse(k).ok_or_else(|| {
+                invalid("PSEUDONYM_KERNEL", "must be crate, lanes1, lanes2, lanes3 or lanes4")
+            })?,
         },
         retry: RetryPolicy {
             attempts,
