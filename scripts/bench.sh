@@ -9,7 +9,10 @@
 #   scripts/bench.sh [N]
 #   PCR_BENCH_COSTS="7" scripts/bench.sh 100000      only cost 7
 #   PCR_BENCH_BIN=/path/to/pc-reserve-poller ...     benchmark another build (no cargo build)
+#   PCR_BENCH_TAG=before ...                         suffix of the output files
 #   PCR_BENCH_VERIFY=1 ...                           also check every record with the oracle
+#   PCR_BENCH_KERNEL=crate ...                      PSEUDONYM_KERNEL for the run and the rate
+#   PCR_BENCH_HASH_BIN=...                           the build that measures the single-core rate
 #   PCR_BENCH_RECORDS_PER_SECOND=0 ...               Kinesis pacing (default 2000: the local
 #                                                    stream's 2 shards x 1000 records/s)
 #
@@ -39,6 +42,11 @@ else
   BIN="${CARGO_TARGET_DIR:-target}/release/pc-reserve-poller"
 fi
 BENCH_BIN=${PCR_BENCH_HASH_BIN:-$BIN}
+KERNEL_ARGS=()
+if [ -n "${PCR_BENCH_KERNEL:-}" ]; then
+  export PSEUDONYM_KERNEL=$PCR_BENCH_KERNEL
+  KERNEL_ARGS=(--kernel "$PCR_BENCH_KERNEL")
+fi
 [ -x /usr/bin/time ] || { echo "bench.sh: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 
 for cost in $COSTS; do
@@ -46,14 +54,14 @@ for cost in $COSTS; do
   # A fixed benchmark salt of this cost, given in the environment: it overrides the
   # (encrypted) one in config/local.yaml and is what seed_demo.py hashes Redshift with.
   export BCRYPT_SALT="\$2b\$${cost2}\$abcdefghijklmnopqrstuu"
-  tag="$OUT/bench-$cost-$N"
+  tag="$OUT/bench-$cost-$N${PCR_BENCH_TAG:+-$PCR_BENCH_TAG}"
 
   step "cost $cost: resetting the stream and cursor, seeding $N reservations"
   scripts/local-stack.sh reset >/dev/null
   .venv/bin/python scripts/seed_demo.py --reservations "$N" 2>"$tag.seed.log"
 
   step "cost $cost: single-core bcrypt rate (before)"
-  "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 | tee "$tag.rate-before.json"
+  "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 "${KERNEL_ARGS[@]}" | tee "$tag.rate-before.json"
   "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 --kernel crate | tee "$tag.rate-crate.json"
 
   step "cost $cost: ENVIRONMENT=local pc-reserve-poller"
@@ -68,7 +76,7 @@ for cost in $COSTS; do
   grep "run finished" "$tag.log" >&2
 
   step "cost $cost: single-core bcrypt rate (after)"
-  "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 | tee "$tag.rate-after.json"
+  "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 "${KERNEL_ARGS[@]}" | tee "$tag.rate-after.json"
 
   if [ "${PCR_BENCH_VERIFY:-0}" = 1 ]; then
     step "cost $cost: checking every record against the independent oracle"
