@@ -8,6 +8,7 @@
 //! a record Kinesis has not acknowledged.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -167,6 +168,42 @@ struct Sent {
     resent: u64,
 }
 
+/// How long each stage was busy in a run (nanoseconds), to see which one sets the pace.
+#[derive(Default)]
+struct StageBusy {
+    envisionware: AtomicU64,
+    sierra: AtomicU64,
+    bcrypt: AtomicU64,
+    redshift: AtomicU64,
+    avro: AtomicU64,
+    kinesis: AtomicU64,
+    cursor: AtomicU64,
+}
+
+impl StageBusy {
+    fn add(&self, counter: &AtomicU64, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for StageBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        write!(
+            f,
+            "envisionware={:.3}s sierra={:.3}s bcrypt={:.3}s redshift={:.3}s avro={:.3}s kinesis={:.3}s cursor={:.3}s",
+            s(&self.envisionware),
+            s(&self.sierra),
+            s(&self.bcrypt),
+            s(&self.redshift),
+            s(&self.avro),
+            s(&self.kinesis),
+            s(&self.cursor)
+        )
+    }
+}
+
 fn batch_span(n: u64, rows: usize) -> tracing::Span {
     tracing::info_span!("batch", n, rows)
 }
@@ -217,6 +254,8 @@ where
     let computed_before = stages.pseudonymizer.stats();
     let Stages { source, sierra, redshift, store, sender, pseudonymizer, encoder } = stages;
     let pseudonymizer: &Pseudonymizer = pseudonymizer;
+    let busy = StageBusy::default();
+    let busy = &busy;
     let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
     let (hashed_tx, mut hashed_rx) = mpsc::channel::<Hashed>(1);
     let (encoded_tx, mut encoded_rx) = mpsc::channel::<Encoded>(1);
@@ -230,8 +269,10 @@ where
                 tracing::info!(batches, "MAX_BATCHES reached");
                 break;
             }
+            let t = Instant::now();
             let rows =
                 source.read_after(after, options.envisionware_batch_size).await.map_err(RunError::Source)?;
+            busy.add(&busy.envisionware, t);
             if rows.is_empty() {
                 break;
             }
@@ -241,7 +282,9 @@ where
             if let Some(last) = rows.last() {
                 after = last.cursor();
             }
+            let t = Instant::now();
             let matches = lookup_patrons(&rows, &*sierra).instrument(batch_span(batches, rows.len())).await?;
+            busy.add(&busy.sierra, t);
             if prepared_tx.send(Prepared { n: batches, rows, matches }).await.is_err() || last_batch {
                 break;
             }
@@ -254,7 +297,9 @@ where
         while let Some(prepared) = prepared_rx.recv().await {
             let job = pseudonym_job(&prepared.rows, &prepared.matches);
             let span = batch_span(prepared.n, prepared.rows.len());
+            let t = Instant::now();
             let pseudonyms = pseudonymizer.pseudonymize_job(job).instrument(span).await;
+            busy.add(&busy.bcrypt, t);
             if hashed_tx.send(Hashed { prepared, pseudonyms }).await.is_err() {
                 break;
             }
@@ -266,7 +311,10 @@ where
         while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
             let Prepared { n, rows, matches } = prepared;
             let span = batch_span(n, rows.len());
+            let t = Instant::now();
             let built = finish_records(&rows, &matches, pseudonyms, &*redshift).instrument(span).await?;
+            busy.add(&busy.redshift, t);
+            let t = Instant::now();
             let outgoing = built
                 .iter()
                 .map(|b| {
@@ -276,6 +324,7 @@ where
                     })
                 })
                 .collect::<Result<Vec<_>, EncodeError>>()?;
+            busy.add(&busy.avro, t);
             let encoded = Encoded {
                 n,
                 cursors: rows.iter().map(Reservation::cursor).collect(),
@@ -297,7 +346,9 @@ where
             async {
                 for range in plan_requests(&batch.outgoing, options.kinesis_batch_size)? {
                     if let Some(sender) = sender.as_mut() {
+                        let t = Instant::now();
                         sender.send_all(&batch.outgoing[range.clone()]).await?;
+                        busy.add(&busy.kinesis, t);
                         sent.requests += 1;
                     }
                     for status in &batch.statuses[range.clone()] {
@@ -305,7 +356,9 @@ where
                     }
                     sent.cursor = batch.cursors[range.end - 1];
                     if let Some(store) = store.as_ref() {
+                        let t = Instant::now();
                         store.save(sent.cursor).await?;
+                        busy.add(&busy.cursor, t);
                     }
                 }
                 tracing::info!(
@@ -323,6 +376,7 @@ where
     };
 
     let (read, (), finish, send) = tokio::join!(read, hash, finish, send);
+    tracing::info!(busy = %busy, "time each stage was busy");
     // The failure nearest the cursor is the one to report: a stage after a failed one
     // only stops because its input stopped.
     let sent = send?;
