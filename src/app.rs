@@ -297,8 +297,12 @@ async fn run_stages(
             settings.kinesis_records_per_second,
         )
     });
-    let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
-        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = Pseudonymizer::with_kernel(
+        settings.salt.clone(),
+        settings.pseudonym_threads,
+        settings.pseudonym_kernel,
+    )
+    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
         source: connected.envisionware,
         sierra: connected.sierra,

@@ -166,6 +166,19 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         date: chrono::NaiveDate,
     },
+    /// Measures bcrypt hashes per second on one core (used by scripts/bench.sh).
+    #[command(hide = true)]
+    BenchHash {
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 4)]
+        cost: u32,
+        /// `crate` or `lanes1`..`lanes4`; default: the kernel runs use.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// How long to measure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
 }
 
 /// `cursor` subcommands.

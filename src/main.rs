@@ -9,7 +9,7 @@ use pc_reserve_poller::app::{self, AppError};
 use pc_reserve_poller::cli::{Cli, Command, CursorCommand, RunArgs};
 use pc_reserve_poller::commands::{self, decode::DecodeFrom};
 use pc_reserve_poller::logging;
-use pc_reserve_poller::pseudonym::pseudonym;
+use pc_reserve_poller::pseudonym::{Kernel, measure_single_core, pseudonym};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,6 +62,7 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
         }
         Some(Command::Backfill { from, to }) => commands::backfill::backfill(config, from, to).await,
         Some(Command::Reconcile { date }) => commands::reconcile::reconcile(config, date).await,
+        Some(Command::BenchHash { cost, kernel, seconds }) => bench_hash(cost, kernel.as_deref(), seconds),
     }
 }
 
@@ -86,5 +87,23 @@ async fn pseudonymize(
             writeln!(out, "{}", pseudonym(&salt, v.as_bytes())).map_err(write_err)?;
         }
     }
+    Ok(())
+}
+
+/// Prints one JSON line: the single-core hash rate of a kernel at a cost.
+fn bench_hash(cost: u32, kernel: Option<&str>, seconds: f64) -> Result<(), AppError> {
+    let kernel = match kernel {
+        None => Kernel::DEFAULT,
+        Some(k) => Kernel::parse(k).ok_or_else(|| {
+            AppError::Startup(format!("unknown kernel {k:?}: crate, lanes1, lanes2, lanes3 or lanes4"))
+        })?,
+    };
+    let rate = measure_single_core(kernel, cost, seconds).map_err(|e| AppError::Startup(e.to_string()))?;
+    println!(
+        "{{\"kernel\": \"{kernel:?}\", \"cost\": {cost}, \"hashes\": {}, \"seconds\": {:.3}, \"hashes_per_second\": {:.1}}}",
+        rate.hashes,
+        rate.seconds,
+        rate.per_second()
+    );
     Ok(())
 }

@@ -3,18 +3,23 @@
 //! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
 //! Avro datums -> Kinesis requests -> cursor store`.
 //!
-//! The cursor moves after every acknowledged request, to the last reservation of that
-//! request, never past a record Kinesis has not acknowledged.
+//! The stages of consecutive batches run at the same time (see [`run`]). The cursor moves
+//! after every acknowledged request, to the last reservation of that request, never past
+//! a record Kinesis has not acknowledged.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
 use crate::db::DbError;
-use crate::domain::{Cursor, RetrievalStatus, format_date_time};
+use crate::domain::{Cursor, Reservation, RetrievalStatus, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
-use crate::enrich::{GeoDirectory, PatronDirectory};
-use crate::pseudonym::Pseudonymizer;
-use crate::records::{BuildError, build_records};
+use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
+use crate::pseudonym::{PseudonymResult, Pseudonymizer};
+use crate::records::{BuildError, finish_records, lookup_patrons, pseudonym_job};
 use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
 use crate::source::ReservationSource;
 use crate::state::{CursorStore, StateError};
@@ -197,7 +202,86 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
+/// A batch read from Envisionware and looked up in Sierra.
+struct Prepared {
+    n: u64,
+    rows: Vec<Reservation>,
+    matches: Vec<Option<PatronMatch>>,
+}
+
+/// A batch with its pseudonyms.
+struct Hashed {
+    prepared: Prepared,
+    pseudonyms: PseudonymResult,
+}
+
+/// A batch ready to send: one Avro datum per reservation.
+struct Encoded {
+    n: u64,
+    cursors: Vec<Cursor>,
+    statuses: Vec<RetrievalStatus>,
+    outgoing: Vec<OutgoingRecord>,
+}
+
+/// What the sending stage did.
+struct Sent {
+    cursor: Cursor,
+    by_status: BTreeMap<&'static str, u64>,
+    requests: u64,
+    resent: u64,
+}
+
+/// How long each stage was busy in a run (nanoseconds), to see which one sets the pace.
+#[derive(Default)]
+struct StageBusy {
+    envisionware: AtomicU64,
+    sierra: AtomicU64,
+    bcrypt: AtomicU64,
+    redshift: AtomicU64,
+    avro: AtomicU64,
+    kinesis: AtomicU64,
+    cursor: AtomicU64,
+}
+
+impl StageBusy {
+    fn add(&self, counter: &AtomicU64, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for StageBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        write!(
+            f,
+            "envisionware={:.3}s sierra={:.3}s bcrypt={:.3}s redshift={:.3}s avro={:.3}s kinesis={:.3}s cursor={:.3}s",
+            s(&self.envisionware),
+            s(&self.sierra),
+            s(&self.bcrypt),
+            s(&self.redshift),
+            s(&self.avro),
+            s(&self.kinesis),
+            s(&self.cursor)
+        )
+    }
+}
+
+fn batch_span(n: u64, rows: usize) -> tracing::Span {
+    tracing::info_span!("batch", n, rows)
+}
+
 /// Performs one run: batches until the source is drained or `max_batches` is reached.
+///
+/// The stages of consecutive batches overlap: while batch `k` is hashed on the
+/// pseudonymizer's pool, batch `k+1` is read from Envisionware and looked up in Sierra,
+/// and the records of batch `k-1` are looked up in Redshift, encoded and sent. Each stage
+/// hands a batch to the next through a channel of one slot, so at most a few batches are
+/// in memory. Sending is sequential (one `PutRecords` request in flight) and the cursor is
+/// saved after each acknowledged request, so it only ever covers a contiguous
+/// acknowledged prefix. When a stage fails, the stages before it stop, the stages after
+/// it finish the batches they already have (so what was read and built is still sent and
+/// the cursor covers it), and the run reports the failure.
 pub async fn run<Src, Pat, Geo, Store, Put>(
     stages: &mut Stages<Src, Pat, Geo, Store, Put>,
     options: &RunOptions,
@@ -215,7 +299,7 @@ where
         Some(store) => store.load().await?,
         None => None,
     };
-    let mut cursor = match (stored, &stages.store) {
+    let start = match (stored, &stages.store) {
         (Some(c), _) => c,
         (None, None) => options.start_cursor.unwrap_or_else(Cursor::default_start),
         (None, Some(_)) => match options.start_cursor {
@@ -229,88 +313,193 @@ where
             None => return Err(RunError::NoCursor(options.cursor_location.clone())),
         },
     };
-    summary.cursor_before = Some(cursor);
-    tracing::info!(cursor = %format_date_time(cursor.date_time), "run starts");
+    summary.cursor_before = Some(start);
+    tracing::info!(cursor = %format_date_time(start.date_time), "run starts");
     if stored.is_some() {
-        check_retention(&stages.source, cursor, options.cursor_max_age).await?;
+        check_retention(&stages.source, start, options.cursor_max_age).await?;
     }
+    let stop = &options.stop;
     let stopped =
         |reason, cursor: Cursor| RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) };
+    let retries_before = crate::retry::retries_so_far();
 
     let computed_before = stages.pseudonymizer.stats();
-    let retries_before = crate::retry::retries_so_far();
-    loop {
-        if options.max_batches.is_some_and(|max| summary.batches >= max) {
-            tracing::info!(batches = summary.batches, "MAX_BATCHES reached");
-            break;
-        }
-        if let Some(reason) = options.stop.reason() {
-            return Err(stopped(reason, cursor));
-        }
-        let batch = options
-            .stop
-            .bounded(stages.source.read_after(cursor, options.envisionware_batch_size))
-            .await
-            .ok_or_else(|| stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor))?
-            .map_err(RunError::Source)?;
-        if batch.is_empty() {
-            break;
-        }
-        summary.batches += 1;
-        summary.reservations += batch.len() as u64;
-        let span = tracing::info_span!("batch", n = summary.batches, rows = batch.len());
-        let _guard = span.enter();
+    let Stages { source, sierra, redshift, store, sender, pseudonymizer, encoder } = stages;
+    let pseudonymizer: &Pseudonymizer = pseudonymizer;
+    let busy = StageBusy::default();
+    let busy = &busy;
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
+    let (hashed_tx, mut hashed_rx) = mpsc::channel::<Hashed>(1);
+    let (encoded_tx, mut encoded_rx) = mpsc::channel::<Encoded>(1);
 
-        let built = options
-            .stop
-            .bounded(build_records(&batch, &stages.sierra, &stages.redshift, &stages.pseudonymizer))
-            .await
-            .ok_or_else(|| stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor))??;
-        let outgoing = built
-            .iter()
-            .map(|b| {
-                Ok(OutgoingRecord {
-                    data: stages.encoder.encode(&b.record)?,
-                    partition_key: b.record.key.clone(),
+    // Envisionware and Sierra, running ahead of the hashing.
+    let read = async move {
+        let (mut batches, mut reservations) = (0u64, 0u64);
+        let mut after = start;
+        loop {
+            if options.max_batches.is_some_and(|max| batches >= max) {
+                tracing::info!(batches, "MAX_BATCHES reached");
+                break;
+            }
+            if stop.reason().is_some() {
+                break;
+            }
+            let t = Instant::now();
+            let Some(rows) = stop.bounded(source.read_after(after, options.envisionware_batch_size)).await
+            else {
+                break;
+            };
+            let rows = rows.map_err(RunError::Source)?;
+            busy.add(&busy.envisionware, t);
+            if rows.is_empty() {
+                break;
+            }
+            batches += 1;
+            reservations += rows.len() as u64;
+            let last_batch = rows.len() < options.envisionware_batch_size;
+            if let Some(last) = rows.last() {
+                after = last.cursor();
+            }
+            let t = Instant::now();
+            let Some(matches) = stop
+                .bounded(lookup_patrons(&rows, &*sierra).instrument(batch_span(batches, rows.len())))
+                .await
+            else {
+                break;
+            };
+            let matches = matches?;
+            busy.add(&busy.sierra, t);
+            if prepared_tx.send(Prepared { n: batches, rows, matches }).await.is_err() || last_batch {
+                break;
+            }
+        }
+        Ok::<_, RunError>((batches, reservations))
+    };
+
+    // bcrypt, on the pseudonymizer's pool; this task only waits for it.
+    let hash = async move {
+        while let Some(prepared) = prepared_rx.recv().await {
+            let job = pseudonym_job(&prepared.rows, &prepared.matches);
+            let span = batch_span(prepared.n, prepared.rows.len());
+            let t = Instant::now();
+            let Some(pseudonyms) = stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span)).await
+            else {
+                break;
+            };
+            busy.add(&busy.bcrypt, t);
+            if hashed_tx.send(Hashed { prepared, pseudonyms }).await.is_err() {
+                break;
+            }
+        }
+    };
+
+    // Redshift and Avro.
+    let finish = async move {
+        while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
+            let Prepared { n, rows, matches } = prepared;
+            let span = batch_span(n, rows.len());
+            let t = Instant::now();
+            let Some(built) =
+                stop.bounded(finish_records(&rows, &matches, pseudonyms, &*redshift).instrument(span)).await
+            else {
+                break;
+            };
+            let built = built?;
+            busy.add(&busy.redshift, t);
+            let t = Instant::now();
+            let outgoing = built
+                .iter()
+                .map(|b| {
+                    Ok(OutgoingRecord {
+                        data: encoder.encode(&b.record)?,
+                        partition_key: b.record.key.clone(),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, EncodeError>>()?;
-        for range in plan_requests(&outgoing, options.kinesis_batch_size)? {
-            if let Some(reason) = options.stop.reason() {
-                return Err(stopped(reason, cursor));
-            }
-            if let Some(sender) = stages.sender.as_mut() {
-                options.stop.bounded(sender.send_all(&outgoing[range.clone()])).await.ok_or_else(
-                    || stopped(options.stop.reason().unwrap_or(StopReason::Terminate), cursor),
-                )??;
-                summary.requests += 1;
-            }
-            for b in &built[range.clone()] {
-                *summary.by_status.entry(status_name(b.status)).or_default() += 1;
-            }
-            cursor = batch[range.end - 1].cursor();
-            if let Some(store) = &stages.store {
-                store.save(cursor).await?;
+                .collect::<Result<Vec<_>, EncodeError>>()?;
+            busy.add(&busy.avro, t);
+            let encoded = Encoded {
+                n,
+                cursors: rows.iter().map(Reservation::cursor).collect(),
+                statuses: built.iter().map(|b| b.status).collect(),
+                outgoing,
+            };
+            if encoded_tx.send(encoded).await.is_err() {
+                break;
             }
         }
-        tracing::info!(
-            records = built.len(),
-            cursor = %format_date_time(cursor.date_time),
-            "batch done"
-        );
-        if let Some(hook) = &options.progress {
-            (hook.0)(Progress { reservations: summary.reservations, cursor });
+        Ok::<_, RunError>(())
+    };
+
+    // Kinesis and the cursor: one request at a time, the cursor saved after each.
+    let send = async move {
+        let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
+        let mut done = 0u64;
+        while let Some(batch) = encoded_rx.recv().await {
+            let span = batch_span(batch.n, batch.outgoing.len());
+            async {
+                for range in plan_requests(&batch.outgoing, options.kinesis_batch_size)? {
+                    if let Some(reason) = stop.reason() {
+                        return Err(stopped(reason, sent.cursor));
+                    }
+                    if let Some(sender) = sender.as_mut() {
+                        let t = Instant::now();
+                        stop.bounded(sender.send_all(&batch.outgoing[range.clone()])).await.ok_or_else(
+                            || stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor),
+                        )??;
+                        busy.add(&busy.kinesis, t);
+                        sent.requests += 1;
+                    }
+                    for status in &batch.statuses[range.clone()] {
+                        *sent.by_status.entry(status_name(*status)).or_default() += 1;
+                    }
+                    sent.cursor = batch.cursors[range.end - 1];
+                    if let Some(store) = store.as_ref() {
+                        let t = Instant::now();
+                        store.save(sent.cursor).await?;
+                        busy.add(&busy.cursor, t);
+                    }
+                }
+                tracing::info!(
+                    records = batch.outgoing.len(),
+                    cursor = %format_date_time(sent.cursor.date_time),
+                    "batch done"
+                );
+                done += batch.cursors.len() as u64;
+                if let Some(hook) = &options.progress {
+                    (hook.0)(Progress { reservations: done, cursor: sent.cursor });
+                }
+                Ok::<_, RunError>(())
+            }
+            .instrument(span)
+            .await?;
         }
-        if batch.len() < options.envisionware_batch_size {
-            break;
-        }
+        sent.resent = sender.as_ref().map_or(0, |s| s.resent);
+        Ok::<_, RunError>(sent)
+    };
+
+    let (read, (), finish, send) = tokio::join!(read, hash, finish, send);
+    tracing::info!(busy = %busy, "time each stage was busy");
+    // The failure nearest the cursor is the one to report: a stage after a failed one
+    // only stops because its input stopped.
+    let sent = send?;
+    finish?;
+    let (batches, reservations) = read?;
+    // A stop that ended reading early (or cut a stage short) is reported as a stop, with
+    // the cursor of what was acknowledged.
+    if let Some(reason) = stop.reason() {
+        return Err(stopped(reason, sent.cursor));
     }
-    let stats = stages.pseudonymizer.stats();
+
+    summary.batches = batches;
+    summary.reservations = reservations;
+    summary.by_status = sent.by_status;
+    summary.requests = sent.requests;
+    let stats = pseudonymizer.stats();
     summary.pseudonyms_computed = stats.computed - computed_before.computed;
     summary.pseudonym_memo_hits = stats.memo_hits - computed_before.memo_hits;
-    summary.resent = stages.sender.as_ref().map_or(0, |s| s.resent);
+    summary.resent = sent.resent;
     summary.retries = crate::retry::retries_so_far().saturating_sub(retries_before);
-    summary.cursor_after = Some(cursor);
+    summary.cursor_after = Some(sent.cursor);
     summary.duration = started.elapsed();
     Ok(summary)
 }
@@ -356,4 +545,179 @@ async fn check_retention<Src: ReservationSource>(
 
 fn status_name(s: RetrievalStatus) -> &'static str {
     s.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::NaiveDateTime;
+
+    use super::*;
+    use crate::enrich::Geo;
+    use crate::pseudonym::Salt;
+    use crate::retry::RetryPolicy;
+    use crate::sink::PutOutcome;
+    use crate::state::MemoryCursorStore;
+
+    /// `n` reservations with keys 1..=n, one second apart.
+    struct Rows(Vec<Reservation>);
+
+    impl ReservationSource for Rows {
+        async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Reservation>, DbError> {
+            Ok(self.0.iter().filter(|r| r.cursor() > after).take(limit).cloned().collect())
+        }
+    }
+
+    /// Sierra knowing every barcode; fails on the call number `fail_on` (1-based).
+    struct Sierra {
+        calls: AtomicUsize,
+        fail_on: usize,
+    }
+
+    impl PatronDirectory for Sierra {
+        async fn patrons_by_barcode(
+            &self,
+            barcodes: &[String],
+        ) -> Result<HashMap<String, PatronMatch>, DbError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_on {
+                return Err(DbError { message: "connection reset".into(), transient: false });
+            }
+            Ok(barcodes
+                .iter()
+                .map(|b| {
+                    let id = b.trim_start_matches('b').parse().unwrap_or(0);
+                    let m = PatronMatch {
+                        patron_id: id,
+                        ptype_code: Some(10),
+                        pcode3: None,
+                        home_library_code: None,
+                    };
+                    (b.clone(), m)
+                })
+                .collect())
+        }
+    }
+
+    struct NoGeo;
+
+    impl GeoDirectory for NoGeo {
+        async fn geo_by_patron(&self, _: &[String]) -> Result<HashMap<String, Geo>, DbError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    /// Kinesis that records every request and how many were in flight at once.
+    #[derive(Default)]
+    struct Recorder {
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+        requests: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl PutRecords for &Recorder {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.requests.lock().unwrap().push(records.iter().map(|r| r.partition_key.clone()).collect());
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(vec![None; records.len()])
+        }
+    }
+
+    fn rows(n: i64) -> Rows {
+        let t0 = NaiveDateTime::parse_from_str("2024-05-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        Rows(
+            (1..=n)
+                .map(|k| Reservation {
+                    key: k,
+                    barcode: Some(format!("b{}", 100 + k % 7)),
+                    minutes_used: Some(30),
+                    date_time: t0 + chrono::Duration::seconds(k),
+                    branch: None,
+                    area: None,
+                    staff_override: None,
+                })
+                .collect(),
+        )
+    }
+
+    fn stages(
+        n: i64,
+        fail_on: usize,
+        kinesis: &Recorder,
+    ) -> Stages<Rows, Sierra, NoGeo, MemoryCursorStore, &Recorder> {
+        let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").unwrap();
+        let fast = RetryPolicy {
+            attempts: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        Stages {
+            source: rows(n),
+            sierra: Sierra { calls: AtomicUsize::new(0), fail_on },
+            redshift: NoGeo,
+            store: Some(MemoryCursorStore::new(None)),
+            sender: Some(Sender::new(kinesis, fast, 0)),
+            pseudonymizer: Pseudonymizer::new(salt, 2).unwrap(),
+            encoder: AvroEncoder::from_schema_text(include_str!("../tests/fixtures/PcReserve-schema.avsc"))
+                .unwrap(),
+        }
+    }
+
+    fn options() -> RunOptions {
+        RunOptions {
+            envisionware_batch_size: 10,
+            kinesis_batch_size: 4,
+            max_batches: None,
+            start_cursor: Some(Cursor::default_start()),
+            cursor_location: "test".into(),
+            stop: StopToken::new(),
+            cursor_max_age: Duration::from_secs(24 * 3600),
+            progress: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn pipelined_run_sends_everything_in_order_one_request_at_a_time() {
+        let kinesis = Recorder::default();
+        let mut s = stages(45, 0, &kinesis);
+        let summary = run(&mut s, &options()).await.unwrap();
+        assert_eq!((summary.batches, summary.reservations, summary.records()), (5, 45, 45));
+        assert_eq!(kinesis.max_in_flight.load(Ordering::SeqCst), 1);
+        // Requests of at most 4 records, never across a batch, in order.
+        let requests = kinesis.requests.lock().unwrap();
+        assert_eq!(
+            requests.iter().map(Vec::len).collect::<Vec<_>>(),
+            [4, 4, 2, 4, 4, 2, 4, 4, 2, 4, 4, 2, 4, 1]
+        );
+        let salt = s.pseudonymizer.salt().clone();
+        let sent: Vec<&String> = requests.iter().flatten().collect();
+        for (k, key) in (1..=45).zip(&sent) {
+            assert_eq!(**key, crate::pseudonym::pseudonym(&salt, k.to_string().as_bytes()));
+        }
+        // The cursor was saved after every request, each time at the request's last row.
+        let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
+        let ends = [4, 8, 10, 14, 18, 20, 24, 28, 30, 34, 38, 40, 44, 45];
+        assert_eq!(saved.iter().map(|c| c.key).collect::<Vec<_>>(), ends);
+        assert_eq!(summary.cursor_after.unwrap().key, 45);
+        // 45 keys and the 7 distinct patrons.
+        assert_eq!(summary.pseudonyms_computed, 52);
+    }
+
+    #[tokio::test]
+    async fn a_failing_stage_still_sends_the_batches_before_it_and_the_cursor_covers_them() {
+        let kinesis = Recorder::default();
+        let mut s = stages(45, 3, &kinesis);
+        let err = run(&mut s, &options()).await.unwrap_err();
+        assert!(err.to_string().starts_with("Sierra:"), "{err}");
+        // Batches 1 and 2 were read, hashed and sent; nothing of batch 3 was.
+        let sent: usize = kinesis.requests.lock().unwrap().iter().map(Vec::len).sum();
+        assert_eq!(sent, 20);
+        let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
+        assert_eq!(saved.last().unwrap().key, 20);
+    }
 }

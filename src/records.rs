@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::db::DbError;
 use crate::domain::{PcReserveRecord, Reservation, RetrievalStatus};
 use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
-use crate::pseudonym::Pseudonymizer;
+use crate::pseudonym::{PseudonymJob, PseudonymResult, Pseudonymizer};
 
 /// Barcodes of guest passes start with this.
 const GUEST_PASS_PREFIX: &str = "25555";
@@ -42,13 +42,26 @@ pub fn retrieval_status(barcode: Option<&str>, found: bool) -> RetrievalStatus {
     }
 }
 
-/// Builds one record per reservation, in order.
+/// Builds one record per reservation, in order: [`lookup_patrons`], the batch's
+/// pseudonyms ([`pseudonym_job`]), then [`finish_records`]. The pipeline runs these
+/// three steps of different batches at the same time.
 pub async fn build_records(
     batch: &[Reservation],
     sierra: &impl PatronDirectory,
     redshift: &impl GeoDirectory,
     pseudonymizer: &Pseudonymizer,
 ) -> Result<Vec<BuiltRecord>, BuildError> {
+    let matches = lookup_patrons(batch, sierra).await?;
+    let pseudonyms = pseudonymizer.pseudonymize_job(pseudonym_job(batch, &matches)).await;
+    finish_records(batch, &matches, pseudonyms, redshift).await
+}
+
+/// The Sierra match of each reservation, in order (`None`: not found), asking Sierra once
+/// for the batch's distinct non-empty barcodes.
+pub async fn lookup_patrons(
+    batch: &[Reservation],
+    sierra: &impl PatronDirectory,
+) -> Result<Vec<Option<PatronMatch>>, BuildError> {
     let mut barcodes: Vec<String> = batch
         .iter()
         .filter_map(|r| r.barcode.as_deref())
@@ -58,29 +71,39 @@ pub async fn build_records(
     barcodes.sort_unstable();
     barcodes.dedup();
     let patrons = sierra.patrons_by_barcode(&barcodes).await.map_err(BuildError::Sierra)?;
-
-    // One pseudonym input per key and per patron; the pseudonymizer hashes each
-    // distinct value once.
-    let matches: Vec<Option<&PatronMatch>> = batch
+    Ok(batch
         .iter()
-        .map(|r| r.barcode.as_deref().filter(|b| !b.is_empty()).and_then(|b| patrons.get(b)))
-        .collect();
-    let mut inputs: Vec<String> = Vec::with_capacity(batch.len() * 2);
-    for (r, m) in batch.iter().zip(&matches) {
-        inputs.push(r.key.to_string());
-        inputs.push(match m {
-            Some(m) => m.patron_id.to_string(),
-            None => format!("barcode {}", r.barcode.as_deref().unwrap_or_default()),
-        });
+        .map(|r| r.barcode.as_deref().filter(|b| !b.is_empty()).and_then(|b| patrons.get(b).cloned()))
+        .collect())
+}
+
+/// The pseudonym inputs of a batch: each reservation's key (unique in a run) and its
+/// patron (the Sierra patron id, else `barcode <barcode>`; these recur).
+pub fn pseudonym_job(batch: &[Reservation], matches: &[Option<PatronMatch>]) -> PseudonymJob {
+    PseudonymJob {
+        unique: batch.iter().map(|r| r.key.to_string()).collect(),
+        recurring: batch
+            .iter()
+            .zip(matches)
+            .map(|(r, m)| match m {
+                Some(m) => m.patron_id.to_string(),
+                None => format!("barcode {}", r.barcode.as_deref().unwrap_or_default()),
+            })
+            .collect(),
     }
-    let pseudonyms = pseudonymizer.pseudonymize_async(inputs).await;
+}
 
-    let mut found_ids: Vec<String> = matches
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.is_some())
-        .map(|(i, _)| pseudonyms[2 * i + 1].to_string())
-        .collect();
+/// Looks the found patrons up in Redshift (once for the batch's distinct pseudonymous
+/// ids) and assembles the records, in order.
+pub async fn finish_records(
+    batch: &[Reservation],
+    matches: &[Option<PatronMatch>],
+    pseudonyms: PseudonymResult,
+    redshift: &impl GeoDirectory,
+) -> Result<Vec<BuiltRecord>, BuildError> {
+    let PseudonymResult { unique: keys, recurring: patron_ids } = pseudonyms;
+    let mut found_ids: Vec<String> =
+        matches.iter().zip(&patron_ids).filter(|(m, _)| m.is_some()).map(|(_, id)| id.clone()).collect();
     found_ids.sort_unstable();
     found_ids.dedup();
     let geo = if found_ids.is_empty() {
@@ -92,12 +115,11 @@ pub async fn build_records(
     let mut out_of_range = 0usize;
     let records = batch
         .iter()
-        .zip(&matches)
-        .enumerate()
-        .map(|(i, (r, m))| {
+        .zip(matches)
+        .zip(keys.into_iter().zip(patron_ids))
+        .map(|((r, m), (key, patron_id))| {
             let status = retrieval_status(r.barcode.as_deref(), m.is_some());
-            let patron_id = pseudonyms[2 * i + 1].to_string();
-            let g = m.and_then(|_| geo.get(&patron_id));
+            let g = m.as_ref().and_then(|_| geo.get(&patron_id));
             let minutes_used = r.minutes_used.and_then(|n| {
                 let v = i32::try_from(n).ok();
                 out_of_range += usize::from(v.is_none());
@@ -107,12 +129,12 @@ pub async fn build_records(
                 status,
                 record: PcReserveRecord {
                     patron_retrieval_status: Some(status.as_str().to_string()),
-                    ptype_code: m.and_then(|m| m.ptype_code),
-                    patron_home_library_code: m.and_then(|m| m.home_library_code.clone()),
-                    pcode3: m.and_then(|m| m.pcode3),
+                    ptype_code: m.as_ref().and_then(|m| m.ptype_code),
+                    patron_home_library_code: m.as_ref().and_then(|m| m.home_library_code.clone()),
+                    pcode3: m.as_ref().and_then(|m| m.pcode3),
                     postal_code: g.and_then(|g| g.postal_code.clone()),
                     geoid: g.and_then(|g| g.geoid.clone()),
-                    key: pseudonyms[2 * i].to_string(),
+                    key,
                     minutes_used,
                     transaction_et: Some(r.date_time.format("%Y-%m-%d").to_string()),
                     branch: r.branch.clone(),

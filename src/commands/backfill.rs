@@ -97,8 +97,12 @@ pub async fn backfill(config: &ConfigArgs, from: NaiveDateTime, to: NaiveDateTim
         }
         None => None,
     };
-    let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
-        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = Pseudonymizer::with_kernel(
+        settings.salt.clone(),
+        settings.pseudonym_threads,
+        settings.pseudonym_kernel,
+    )
+    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
         source: Bounded::new(connected.envisionware, to),
         sierra: connected.sierra,

@@ -216,8 +216,12 @@ pub async fn dry_run(
     let connected = app::connect(settings).await?;
     let encoder = connected.encoder.clone();
     let sink = FileSink::create(&encoder, format, output).map_err(RunError::Sink)?;
-    let pseudonymizer = Pseudonymizer::new(settings.salt.clone(), settings.pseudonym_threads)
-        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = Pseudonymizer::with_kernel(
+        settings.salt.clone(),
+        settings.pseudonym_threads,
+        settings.pseudonym_kernel,
+    )
+    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
     let mut stages = Stages {
         source: connected.envisionware,
         sierra: connected.sierra,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::Cursor;
-use crate::pseudonym::Salt;
+use crate::pseudonym::{Kernel, Salt};
 use crate::retry::RetryPolicy;
 
 /// A configuration problem. Every message names the variable, never its value.
@@ -208,6 +208,8 @@ pub struct Settings {
     pub start_cursor: Option<Cursor>,
     /// `PSEUDONYM_THREADS`: bcrypt threads; 0 (the default) means one per core.
     pub pseudonym_threads: usize,
+    /// `PSEUDONYM_KERNEL`: `crate` or `lanes1`..`lanes4` (default [`Kernel::DEFAULT`]).
+    pub pseudonym_kernel: Kernel,
     /// `RETRY_ATTEMPTS` and `RETRY_BASE_DELAY_MS`: the policy for transient failures.
     pub retry: RetryPolicy,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 30).
@@ -282,7 +284,7 @@ const REQUIRED: [&str; 21] = [
 const REQUIRED_FOR_CACHE: [&str; 2] = ["S3_BUCKET", "S3_RESOURCE"];
 
 /// Every variable this program reads (anything else in the file is reported at debug).
-pub const KNOWN: [&str; 49] = [
+pub const KNOWN: [&str; 50] = [
     "AWS_REGION",
     "AWS_PROFILE",
     "AWS_ENDPOINT_URL",
@@ -322,6 +324,7 @@ pub const KNOWN: [&str; 49] = [
     "PCR_DATE_TIME",
     "PCR_KEY",
     "PSEUDONYM_THREADS",
+    "PSEUDONYM_KERNEL",
     "RETRY_ATTEMPTS",
     "RETRY_BASE_DELAY_MS",
     "DB_CONNECT_TIMEOUT_SECONDS",
@@ -694,6 +697,12 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         ignore_kinesis: v.boolean("IGNORE_KINESIS")?,
         start_cursor,
         pseudonym_threads: v.number("PSEUDONYM_THREADS", Some(0))?,
+        pseudonym_kernel: match v.optional("PSEUDONYM_KERNEL") {
+            None => Kernel::DEFAULT,
+            Some(k) => Kernel::parse(k).ok_or_else(|| {
+                invalid("PSEUDONYM_KERNEL", "must be crate, lanes1, lanes2, lanes3 or lanes4")
+            })?,
+        },
         retry: RetryPolicy {
             attempts,
             base_delay: Duration::from_millis(base_delay_ms),
@@ -850,6 +859,7 @@ mod tests {
             ("PCR_DATE_TIME", "yesterday"),
             ("PCR_KEY", "x"),
             ("PC_RESERVE_SCHEMA_URL", "ftp://x"),
+            ("PSEUDONYM_KERNEL", "fastest"),
         ] {
             let err = settings_with(&[(name, Some(value))]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{name}={value}: {err}");
