@@ -126,13 +126,15 @@ fn strip_offset(text: &str) -> &str {
     for len in [6usize, 5, 3] {
         if bytes.len() > len + 10 {
             let start = bytes.len() - len;
-            let tail = &text[start..];
-            let sign = tail.as_bytes()[0];
+            // Work on bytes: the tail may cut a multi-byte character (no offset then).
+            let tail = &bytes[start..];
+            let sign = tail[0];
             let rest = &tail[1..];
             let digits_ok = match len {
-                6 => rest.as_bytes()[2] == b':' && rest.replace(':', "").bytes().all(|b| b.is_ascii_digit()),
-                _ => rest.bytes().all(|b| b.is_ascii_digit()),
+                6 => rest[2] == b':' && rest.iter().filter(|&&b| b != b':').all(u8::is_ascii_digit),
+                _ => rest.iter().all(u8::is_ascii_digit),
             };
+            // An ASCII sign at `start` means `start` is a character boundary.
             // A date's own `-` sits at index 4 or 7; an offset follows the time part.
             if (sign == b'+' || sign == b'-') && digits_ok && text[..start].contains(':') {
                 return text[..start].trim_end();
@@ -255,6 +257,16 @@ mod tests {
             .unwrap();
         assert_eq!(format_date_time(c.date_time), "2023-04-04 04:00:03.240105");
         assert_eq!(Cursor::from_json(c.to_json().as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn non_ascii_near_the_end_is_an_error_not_a_panic() {
+        // Found by the cursor fuzz target (fuzz/regressions/cursor/crash-35ee3f4b...).
+        for text in
+            ["2023-04-04 04:0\\\\\u{bb00}1e:", "2023-04-04 04:00:00 \u{e9}1234", "2023-04-04 04:00+\u{e9}"]
+        {
+            assert_eq!(parse_naive_date_time(text), None, "{text:?}");
+        }
     }
 
     #[test]
