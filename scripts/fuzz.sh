@@ -35,6 +35,7 @@ echo "fuzz.sh: build took $(( $(date +%s) - build_started ))s" >&2
 summary=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/work/$t" "fuzz/regressions/$t"
+  rm -rf "fuzz/artifacts/$t"
   log="fuzz/work/$t.log"
   if ! cargo fuzz run "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
       -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime, Timelike as _};
 use serde::{Deserialize, Serialize};
 
 /// Where a run resumes: the last reservation already sent, in `(pcrDateTime, pcrKey)` order.
@@ -102,13 +102,16 @@ pub fn format_date_time(dt: NaiveDateTime) -> String {
 
 /// Parses `YYYY-MM-DD[ T]HH:MM[:SS[.fff]]` with an optional offset (`Z`, `+0000`,
 /// `+00:00`, ` +0000`), or a bare date. The offset is dropped, never applied:
-/// Envisionware times are naive local times.
+/// Envisionware times are naive local times. Fractions finer than a microsecond are cut
+/// to microseconds, the precision of MySQL's DATETIME, Python's datetime and the cursor
+/// object, so what is read is exactly what is written back.
 pub fn parse_naive_date_time(text: &str) -> Option<NaiveDateTime> {
     let text = text.trim();
     let without_offset = strip_offset(text);
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(without_offset, fmt) {
-            return Some(dt);
+            let nanos = dt.and_utc().timestamp_subsec_nanos();
+            return dt.with_nanosecond(nanos - nanos % 1_000);
         }
     }
     NaiveDate::parse_from_str(without_offset, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -123,13 +126,15 @@ fn strip_offset(text: &str) -> &str {
     for len in [6usize, 5, 3] {
         if bytes.len() > len + 10 {
             let start = bytes.len() - len;
-            let tail = &text[start..];
-            let sign = tail.as_bytes()[0];
+            // Work on bytes: the tail may cut a multi-byte character (no offset then).
+            let tail = &bytes[start..];
+            let sign = tail[0];
             let rest = &tail[1..];
             let digits_ok = match len {
-                6 => rest.as_bytes()[2] == b':' && rest.replace(':', "").bytes().all(|b| b.is_ascii_digit()),
-                _ => rest.bytes().all(|b| b.is_ascii_digit()),
+                6 => rest[2] == b':' && rest.iter().filter(|&&b| b != b':').all(u8::is_ascii_digit),
+                _ => rest.iter().all(u8::is_ascii_digit),
             };
+            // An ASCII sign at `start` means `start` is a character boundary.
             // A date's own `-` sits at index 4 or 7; an offset follows the time part.
             if (sign == b'+' || sign == b'-') && digits_ok && text[..start].contains(':') {
                 return text[..start].trim_end();
@@ -243,6 +248,25 @@ mod tests {
             Cursor::from_json(br#"{"pcr_key": "40000000", "pcr_date_time": "2023-04-04 04:00:00"}"#).unwrap();
         assert_eq!(c.key, 40_000_000);
         assert_eq!(c.date_time, dt("2023-04-04 04:00:00"));
+    }
+
+    #[test]
+    fn sub_microsecond_fractions_are_cut_so_the_cursor_round_trips() {
+        // Found by the cursor fuzz target (fuzz/regressions/cursor/crash-99c71b4b...).
+        let c = Cursor::from_json(br#"{"pcr_key": 4, "pcr_date_time": "2023-04-04 04:00:03.2401056+00:00"}"#)
+            .unwrap();
+        assert_eq!(format_date_time(c.date_time), "2023-04-04 04:00:03.240105");
+        assert_eq!(Cursor::from_json(c.to_json().as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn non_ascii_near_the_end_is_an_error_not_a_panic() {
+        // Found by the cursor fuzz target (fuzz/regressions/cursor/crash-35ee3f4b...).
+        for text in
+            ["2023-04-04 04:0\\\\\u{bb00}1e:", "2023-04-04 04:00:00 \u{e9}1234", "2023-04-04 04:00+\u{e9}"]
+        {
+            assert_eq!(parse_naive_date_time(text), None, "{text:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::domain::Cursor;
 use crate::encode::{AvroEncoder, schema_from_response};
-use crate::pseudonym::{Salt, pseudonym};
+use crate::pseudonym::{Salt, SaltError, pseudonym};
 
 fn one_line(what: &str, message: &str) {
     assert!(!message.contains('\n'), "{what}: error is not one line: {message:?}");
@@ -61,8 +61,14 @@ pub fn salt(data: &[u8]) {
         Err(e) => {
             let message = e.to_string();
             one_line("salt", &message);
-            if text.len() >= 8 {
-                assert!(!message.contains(text), "the error echoes the value: {message}");
+            // The value may only appear where it is part of the fixed wording (digits
+            // aside: the messages carry a length or a cost).
+            let digits = |t: &str| t.replace(|c: char| c.is_ascii_digit(), "#");
+            let wording = [SaltError::Shape { len: 0 }, SaltError::Cost(0), SaltError::Encoding]
+                .map(|e| digits(&e.to_string()));
+            let (message, text) = (digits(&message), digits(text));
+            if text.len() >= 8 && message.contains(&text) {
+                assert!(wording.iter().any(|w| w.contains(&text)), "the error echoes the value: {message}");
             }
         }
     }
@@ -107,5 +113,7 @@ mod tests {
         schema_response(include_bytes!("../tests/fixtures/PcReserve-schema-response.json"));
         salt(b"$2b$04$abcdefghijklmnopqrstuu");
         salt(b"not a salt at all");
+        // Words of the message itself are not an echo (a false alarm of the first version).
+        salt(b" charact");
     }
 }
