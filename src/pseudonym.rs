@@ -150,10 +150,10 @@ impl Kernel {
     pub fn pseudonyms(self, salt: &Salt, inputs: &[&[u8]]) -> Vec<[u8; PSEUDONYM_LEN]> {
         let raw: Vec<[u8; 23]> = match self {
             Self::Crate => return inputs.iter().map(|v| pseudonym_bytes(salt, v)).collect(),
-            Self::Lanes1 => pcr_bcrypt_lanes::hash_many::<1>(salt.cost, &salt.raw, inputs),
-            Self::Lanes2 => pcr_bcrypt_lanes::hash_many::<2>(salt.cost, &salt.raw, inputs),
-            Self::Lanes3 => pcr_bcrypt_lanes::hash_many::<3>(salt.cost, &salt.raw, inputs),
-            Self::Lanes4 => pcr_bcrypt_lanes::hash_many::<4>(salt.cost, &salt.raw, inputs),
+            Self::Lanes1 => pcr_bcrypt_lanes::hash_many_x1(salt.cost, &salt.raw, inputs),
+            Self::Lanes2 => pcr_bcrypt_lanes::hash_many_x2(salt.cost, &salt.raw, inputs),
+            Self::Lanes3 => pcr_bcrypt_lanes::hash_many_x3(salt.cost, &salt.raw, inputs),
+            Self::Lanes4 => pcr_bcrypt_lanes::hash_many_x4(salt.cost, &salt.raw, inputs),
         };
         raw.iter().map(encode_hash).collect()
     }
