@@ -106,6 +106,8 @@ log = open(f"{tag}.log").read()
 summary = re.search(r"run finished.*", log).group(0)
 num = lambda k: int(re.search(rf"\b{k}=(\d+)", summary).group(1))
 run_seconds = float(re.search(r"duration=([\d.]+)s", summary).group(1))
+busy_line = re.search(r"busy=(.*)", log)
+busy = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)s", busy_line.group(1))} if busy_line else {}
 rate = lambda f: json.load(open(f))
 before, after, crate = rate(f"{tag}.rate-before.json"), rate(f"{tag}.rate-after.json"), rate(f"{tag}.rate-crate.json")
 single = (before["hashes_per_second"] + after["hashes_per_second"]) / 2
@@ -132,6 +134,8 @@ out = {
     "kernel_speedup_vs_crate": round(single / crate["hashes_per_second"], 3),
     "bcrypt_bound_efficiency": round(pseudonyms / (cores * single) / wall, 3),
     "bcrypt_bound_efficiency_run_loop": round(pseudonyms / (cores * single) / run_seconds, 3),
+    "stage_busy_seconds": busy,
+    "bcrypt_stage_busy_fraction": round(busy["bcrypt"] / run_seconds, 3) if busy else None,
     "kinesis_records_per_second_limit": int(rps),
     "load_average_before": load_before,
     "load_average_after": load_after,
@@ -146,6 +150,7 @@ print(f"\nbench N={n} cost={cost}: {out['reservations_per_second']} reservations
       f"single-core {single:.0f} hashes/s ({before['kernel']}; bcrypt crate {crate['hashes_per_second']:.0f}); "
       f"bcrypt-bound efficiency {100 * out['bcrypt_bound_efficiency']:.1f}% "
       f"(run loop {100 * out['bcrypt_bound_efficiency_run_loop']:.1f}%); "
+      f"bcrypt stage busy {out['bcrypt_stage_busy_fraction']} of the run loop; "
       f"load {load_before} -> {load_after}; written to {tag}.json")
 EOF
 done

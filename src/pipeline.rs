@@ -217,7 +217,6 @@ struct Hashed {
 
 /// A batch ready to send: one Avro datum per reservation.
 struct Encoded {
-    n: u64,
     cursors: Vec<Cursor>,
     statuses: Vec<RetrievalStatus>,
     outgoing: Vec<OutgoingRecord>,
@@ -276,10 +275,11 @@ fn batch_span(n: u64, rows: usize) -> tracing::Span {
 /// The stages of consecutive batches overlap: while batch `k` is hashed on the
 /// pseudonymizer's pool, batch `k+1` is read from Envisionware and looked up in Sierra,
 /// and the records of batch `k-1` are looked up in Redshift, encoded and sent. Each stage
-/// hands a batch to the next through a channel of one slot, so at most a few batches are
-/// in memory. Sending is sequential (one `PutRecords` request in flight) and the cursor is
-/// saved after each acknowledged request, so it only ever covers a contiguous
-/// acknowledged prefix. When a stage fails, the stages before it stop, the stages after
+/// hands a batch to the next through a channel of one slot, and a batch is read only when
+/// the hashing stage has taken the one before, so at most four batches are in memory
+/// (being read, being hashed, waiting, being sent). Sending is sequential (one
+/// `PutRecords` request in flight) and the cursor is saved after each acknowledged
+/// request, so it only ever covers a contiguous acknowledged prefix. When a stage fails, the stages before it stop, the stages after
 /// it finish the batches they already have (so what was read and built is still sent and
 /// the cursor covers it), and the run reports the failure.
 pub async fn run<Src, Pat, Geo, Store, Put>(
@@ -330,9 +330,9 @@ where
     let busy = &busy;
     let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
     let (hashed_tx, mut hashed_rx) = mpsc::channel::<Hashed>(1);
-    let (encoded_tx, mut encoded_rx) = mpsc::channel::<Encoded>(1);
 
-    // Envisionware and Sierra, running ahead of the hashing.
+    // Envisionware and Sierra, one batch ahead of the hashing: the next batch is read
+    // only once the hashing stage has taken the previous one.
     let read = async move {
         let (mut batches, mut reservations) = (0u64, 0u64);
         let mut after = start;
@@ -344,6 +344,7 @@ where
             if stop.reason().is_some() {
                 break;
             }
+            let Ok(slot) = prepared_tx.reserve().await else { break };
             let t = Instant::now();
             let Some(rows) = stop.bounded(source.read_after(after, options.envisionware_batch_size)).await
             else {
@@ -369,7 +370,8 @@ where
             };
             let matches = matches?;
             busy.add(&busy.sierra, t);
-            if prepared_tx.send(Prepared { n: batches, rows, matches }).await.is_err() || last_batch {
+            slot.send(Prepared { n: batches, rows, matches });
+            if last_batch {
                 break;
             }
         }
@@ -393,50 +395,40 @@ where
         }
     };
 
-    // Redshift and Avro.
-    let finish = async move {
-        while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
-            let Prepared { n, rows, matches } = prepared;
-            let span = batch_span(n, rows.len());
-            let t = Instant::now();
-            let Some(built) =
-                stop.bounded(finish_records(&rows, &matches, pseudonyms, &*redshift).instrument(span)).await
-            else {
-                break;
-            };
-            let built = built?;
-            busy.add(&busy.redshift, t);
-            let t = Instant::now();
-            let outgoing = built
-                .iter()
-                .map(|b| {
-                    Ok(OutgoingRecord {
-                        data: encoder.encode(&b.record)?,
-                        partition_key: b.record.key.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, EncodeError>>()?;
-            busy.add(&busy.avro, t);
-            let encoded = Encoded {
-                n,
-                cursors: rows.iter().map(Reservation::cursor).collect(),
-                statuses: built.iter().map(|b| b.status).collect(),
-                outgoing,
-            };
-            if encoded_tx.send(encoded).await.is_err() {
-                break;
-            }
-        }
-        Ok::<_, RunError>(())
-    };
-
-    // Kinesis and the cursor: one request at a time, the cursor saved after each.
+    // Redshift, Avro, then Kinesis and the cursor: one request at a time, the cursor saved
+    // after each. Redshift and Avro take milliseconds a batch, so they share this stage
+    // (one batch fewer in memory).
     let send = async move {
         let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
         let mut done = 0u64;
-        while let Some(batch) = encoded_rx.recv().await {
-            let span = batch_span(batch.n, batch.outgoing.len());
+        while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
+            let Prepared { n, rows, matches } = prepared;
+            let span = batch_span(n, rows.len());
             async {
+                let t = Instant::now();
+                let built = stop
+                    .bounded(finish_records(&rows, &matches, pseudonyms, &*redshift))
+                    .await
+                    .ok_or_else(|| stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor))??;
+                busy.add(&busy.redshift, t);
+                let t = Instant::now();
+                let outgoing = built
+                    .iter()
+                    .map(|b| {
+                        Ok(OutgoingRecord {
+                            data: encoder.encode(&b.record)?,
+                            partition_key: b.record.key.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, EncodeError>>()?;
+                busy.add(&busy.avro, t);
+                drop(matches);
+                let batch = Encoded {
+                    cursors: rows.iter().map(Reservation::cursor).collect(),
+                    statuses: built.iter().map(|b| b.status).collect(),
+                    outgoing,
+                };
+                drop((rows, built));
                 for range in plan_requests(&batch.outgoing, options.kinesis_batch_size)? {
                     if let Some(reason) = stop.reason() {
                         return Err(stopped(reason, sent.cursor));
@@ -477,12 +469,11 @@ where
         Ok::<_, RunError>(sent)
     };
 
-    let (read, (), finish, send) = tokio::join!(read, hash, finish, send);
+    let (read, (), send) = tokio::join!(read, hash, send);
     tracing::info!(busy = %busy, "time each stage was busy");
     // The failure nearest the cursor is the one to report: a stage after a failed one
     // only stops because its input stopped.
     let sent = send?;
-    finish?;
     let (batches, reservations) = read?;
     // A stop that ended reading early (or cut a stage short) is reported as a stop, with
     // the cursor of what was acknowledged.

@@ -241,6 +241,28 @@ pub fn hash_many<const N: usize>(cost: u32, salt: &[u8; 16], passwords: &[&[u8]]
     out
 }
 
+/// [`hash_many`] with 1 lane, compiled in this crate (generic functions are compiled, and
+/// optimised, in the crate that calls them; these are not, so the development profile's
+/// `opt-level` of this crate applies).
+pub fn hash_many_x1(cost: u32, salt: &[u8; 16], passwords: &[&[u8]]) -> Vec<[u8; HASH_BYTES]> {
+    hash_many::<1>(cost, salt, passwords)
+}
+
+/// [`hash_many`] with 2 lanes, compiled in this crate (see [`hash_many_x1`]).
+pub fn hash_many_x2(cost: u32, salt: &[u8; 16], passwords: &[&[u8]]) -> Vec<[u8; HASH_BYTES]> {
+    hash_many::<2>(cost, salt, passwords)
+}
+
+/// [`hash_many`] with 3 lanes, compiled in this crate (see [`hash_many_x1`]).
+pub fn hash_many_x3(cost: u32, salt: &[u8; 16], passwords: &[&[u8]]) -> Vec<[u8; HASH_BYTES]> {
+    hash_many::<3>(cost, salt, passwords)
+}
+
+/// [`hash_many`] with 4 lanes, compiled in this crate (see [`hash_many_x1`]).
+pub fn hash_many_x4(cost: u32, salt: &[u8; 16], passwords: &[&[u8]]) -> Vec<[u8; HASH_BYTES]> {
+    hash_many::<4>(cost, salt, passwords)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
