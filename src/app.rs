@@ -210,6 +210,12 @@ pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
     })
 }
 
+/// The pseudonymizer the settings ask for: salt, thread count and kernel.
+pub fn pseudonymizer(settings: &Settings) -> Result<Pseudonymizer, AppError> {
+    Pseudonymizer::with_kernel(settings.salt.clone(), settings.pseudonym_threads, settings.pseudonym_kernel)
+        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))
+}
+
 /// An S3 client honouring the endpoint's addressing style.
 pub fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
     let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
@@ -297,12 +303,7 @@ async fn run_stages(
             settings.kinesis_records_per_second,
         )
     });
-    let pseudonymizer = Pseudonymizer::with_kernel(
-        settings.salt.clone(),
-        settings.pseudonym_threads,
-        settings.pseudonym_kernel,
-    )
-    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = pseudonymizer(settings)?;
     let mut stages = Stages {
         source: connected.envisionware,
         sierra: connected.sierra,

@@ -12,7 +12,6 @@ use crate::db::DbError;
 use crate::domain::{Cursor, Reservation, format_date_time};
 use crate::pipeline::{RunOptions, Stages};
 use crate::progress::TerminalProgress;
-use crate::pseudonym::Pseudonymizer;
 use crate::sink::{Kinesis, Sender};
 use crate::source::ReservationSource;
 use crate::state::{CursorStore as _, S3CursorStore};
@@ -97,12 +96,7 @@ pub async fn backfill(config: &ConfigArgs, from: NaiveDateTime, to: NaiveDateTim
         }
         None => None,
     };
-    let pseudonymizer = Pseudonymizer::with_kernel(
-        settings.salt.clone(),
-        settings.pseudonym_threads,
-        settings.pseudonym_kernel,
-    )
-    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = app::pseudonymizer(&settings)?;
     let mut stages = Stages {
         source: Bounded::new(connected.envisionware, to),
         sierra: connected.sierra,

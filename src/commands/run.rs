@@ -17,7 +17,6 @@ use crate::dry_run::{DryRunFormat, FileSink};
 use crate::metrics;
 use crate::pipeline::{ProgressHook, RunError, RunOptions, RunSummary, Stages};
 use crate::progress::TerminalProgress;
-use crate::pseudonym::Pseudonymizer;
 use crate::retry::RetryPolicy;
 use crate::sink::Sender;
 use crate::state::{CursorStore as _, S3CursorStore};
@@ -216,12 +215,7 @@ pub async fn dry_run(
     let connected = app::connect(settings).await?;
     let encoder = connected.encoder.clone();
     let sink = FileSink::create(&encoder, format, output).map_err(RunError::Sink)?;
-    let pseudonymizer = Pseudonymizer::with_kernel(
-        settings.salt.clone(),
-        settings.pseudonym_threads,
-        settings.pseudonym_kernel,
-    )
-    .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))?;
+    let pseudonymizer = app::pseudonymizer(settings)?;
     let mut stages = Stages {
         source: connected.envisionware,
         sierra: connected.sierra,

@@ -25,6 +25,17 @@ fn poller(env: &TestEnv, extra: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Waits until the run has acknowledged something (the cursor object exists).
+async fn wait_for_first_cursor(env: &TestEnv) {
+    for _ in 0..600 {
+        if env.cursor_object().await.is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the run never saved a cursor");
+}
+
 #[tokio::test]
 async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing() {
     let env = TestEnv::new().await;
@@ -36,16 +47,7 @@ async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing
         ("KINESIS_MAX_RECORDS_PER_SECOND", "200"),
     ];
     let child = poller(&env, &slow).spawn().unwrap();
-    // Wait until the run has acknowledged something (the cursor object exists).
-    let mut started = false;
-    for _ in 0..600 {
-        if env.cursor_object().await.is_some() {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(started, "the run never saved a cursor");
+    wait_for_first_cursor(&env).await;
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
@@ -80,15 +82,7 @@ async fn a_run_whose_lease_is_taken_stops_before_its_next_send_with_exit_3() {
         ("LEASE_TTL_SECONDS", "3"),
     ];
     let child = poller(&env, &slow).spawn().unwrap();
-    let mut started = false;
-    for _ in 0..600 {
-        if env.cursor_object().await.is_some() {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(started, "the run never saved a cursor");
+    wait_for_first_cursor(&env).await;
     // Another runner takes the lease over (as if this one had stalled past its expiry).
     let intruder = r#"{"owner": "intruder", "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"}"#;
     crate::support::s3_client(&env.sdk)
