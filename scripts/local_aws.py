@@ -14,6 +14,7 @@ Subcommands:
 import argparse
 import base64
 import datetime
+import json
 import os
 import re
 import sys
@@ -30,12 +31,13 @@ SALT_RE = re.compile(r"^\$2[ab]\$(\d\d)\$[./A-Za-z0-9]{21}[.Oeu]$")
 
 
 def ping():
-    # The dashboard page, not data.json: data.json dumps every backend's state and grows
-    # slow (seconds) once many test runs have created streams and buckets.
-    url = c.moto_endpoint().rstrip("/") + "/moto-api/"
+    # A small moto-only endpoint that needs no files: the dashboard page needs moto's
+    # installed static files, and data.json dumps every backend's state (seconds once many
+    # test runs have created streams and buckets).
+    url = c.moto_endpoint().rstrip("/") + "/moto-api/proxy/passthrough"
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
+            return r.status in (200, 201) and "http_urls" in json.loads(r.read())
     except Exception:
         return False
 
