@@ -259,7 +259,7 @@ ensure_moto() {
   fi
   port_open "$MOTO_PORT" && die "port $MOTO_PORT is in use by something that is not moto (set PCR_MOTO_PORT)"
   say "moto: starting on $AWS_URL (log .local/moto.log)"
-  start_job "$LOCAL/moto.pid" "$LOCAL/moto.log" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  start_job "$LOCAL/moto.pid" "$LOCAL/moto.log" "$PY" "$SCRIPTS_DIR/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT"
   local i
   for ((i = 0; i < 60; i++)); do
     "$PY" "$SCRIPTS_DIR/local_aws.py" ping && { MOTO_STARTED=1; return 0; }
