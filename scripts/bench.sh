@@ -13,10 +13,15 @@
 #   PCR_BENCH_VERIFY=1 ...                           also check every record with the oracle
 #   PCR_BENCH_KERNEL=crate ...                      PSEUDONYM_KERNEL for the run and the rate
 #   PCR_BENCH_HASH_BIN=...                           the build that measures the single-core rate
+#   PCR_BENCH_REPEAT=5 ...                           end-to-end runs per cost (default 3; the median
+#                                                    run by efficiency is reported, with the range)
 #   PCR_BENCH_RECORDS_PER_SECOND=2000 ...            Kinesis pacing (default 0, off: at cost 4 the
 #                                                    kernel outruns a 2-shard stream's 2000 records/s)
 #
-# Figures go to out/bench-<cost>-<N>.json (one JSON object) and are printed. The machine's
+# Figures go to out/bench-<cost>-<N>.json (the median run, with every run's efficiency) and
+# out/bench-<cost>-<N>.run<k>.json (each run), and are printed. The machine's own noise (a
+# VM's single-core rate varies by several percent from one minute to the next) is why
+# each cost runs several times. The machine's
 # load (uptime) is recorded with them: other work on the machine lowers the efficiency.
 # Uses the shared demo databases and stream: nothing else may use them meanwhile.
 set -euo pipefail
@@ -24,6 +29,7 @@ cd "$(dirname "$0")/.."
 N=${1:-10000}
 COSTS=${PCR_BENCH_COSTS:-"4 7"}
 RPS=${PCR_BENCH_RECORDS_PER_SECOND:-0}
+REPEAT=${PCR_BENCH_REPEAT:-3}
 OUT=out
 mkdir -p "$OUT"
 
@@ -54,9 +60,11 @@ for cost in $COSTS; do
   # A fixed benchmark salt of this cost, given in the environment: it overrides the
   # (encrypted) one in config/local.yaml and is what seed_demo.py hashes Redshift with.
   export BCRYPT_SALT="\$2b\$${cost2}\$abcdefghijklmnopqrstuu"
-  tag="$OUT/bench-$cost-$N${PCR_BENCH_TAG:+-$PCR_BENCH_TAG}"
+  base="$OUT/bench-$cost-$N${PCR_BENCH_TAG:+-$PCR_BENCH_TAG}"
+  for run in $(seq 1 "$REPEAT"); do
+  tag="$base.run$run"
 
-  step "cost $cost: resetting the stream and cursor, seeding $N reservations"
+  step "cost $cost, run $run/$REPEAT: resetting the stream and cursor, seeding $N reservations"
   scripts/local-stack.sh reset >/dev/null
   .venv/bin/python scripts/seed_demo.py --reservations "$N" 2>"$tag.seed.log"
 
@@ -66,12 +74,15 @@ for cost in $COSTS; do
 
   step "cost $cost: ENVIRONMENT=local pc-reserve-poller"
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+  python3 scripts/cpu_snapshot.py take "$tag.cpu-before.json"
   ENVIRONMENT=local KINESIS_MAX_RECORDS_PER_SECOND=$RPS \
     /usr/bin/time -v -o "$tag.time" "$BIN" >"$tag.log" 2>&1 || {
     tail -5 "$tag.log" >&2
     echo "bench.sh: the run failed (log: $tag.log)" >&2
     exit 1
   }
+  python3 scripts/cpu_snapshot.py take "$tag.cpu-after.json"
+  python3 scripts/cpu_snapshot.py diff "$tag.cpu-before.json" "$tag.cpu-after.json" >"$tag.cpu.json"
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   grep "run finished" "$tag.log" >&2
 
@@ -113,6 +124,8 @@ before, after, crate = rate(f"{tag}.rate-before.json"), rate(f"{tag}.rate-after.
 single = (before["hashes_per_second"] + after["hashes_per_second"]) / 2
 pseudonyms = num("pseudonyms_computed")
 reservations = num("reservations")
+cpu = json.load(open(f"{tag}.cpu.json"))
+services = {k.removesuffix("_cpu_seconds"): v for k, v in cpu.items() if k.endswith("_cpu_seconds")}
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 out = {
     "reservations": reservations,
@@ -136,6 +149,8 @@ out = {
     "bcrypt_bound_efficiency_run_loop": round(pseudonyms / (cores * single) / run_seconds, 3),
     "stage_busy_seconds": busy,
     "bcrypt_stage_busy_fraction": round(busy["bcrypt"] / run_seconds, 3) if busy else None,
+    "local_services_cpu_seconds": services,
+    "machine_idle_core_seconds": cpu["machine_idle_core_seconds"],
     "kinesis_records_per_second_limit": int(rps),
     "load_average_before": load_before,
     "load_average_after": load_after,
@@ -151,6 +166,27 @@ print(f"\nbench N={n} cost={cost}: {out['reservations_per_second']} reservations
       f"bcrypt-bound efficiency {100 * out['bcrypt_bound_efficiency']:.1f}% "
       f"(run loop {100 * out['bcrypt_bound_efficiency_run_loop']:.1f}%); "
       f"bcrypt stage busy {out['bcrypt_stage_busy_fraction']} of the run loop; "
+      f"local services' CPU during the run {sum(services.values()):.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in services.items())}), "
+      f"machine idle {cpu['machine_idle_core_seconds']:.2f} core-s; "
       f"load {load_before} -> {load_after}; written to {tag}.json")
+EOF
+  done
+
+  python3 - "$base" "$REPEAT" <<'EOF'
+import json, sys
+base, repeat = sys.argv[1], int(sys.argv[2])
+runs = [json.load(open(f"{base}.run{k}.json")) for k in range(1, repeat + 1)]
+effs = [r["bcrypt_bound_efficiency"] for r in runs]
+median = sorted(runs, key=lambda r: r["bcrypt_bound_efficiency"])[(len(runs) - 1) // 2]
+out = dict(median, runs=len(runs), efficiency_each_run=effs,
+           efficiency_median=median["bcrypt_bound_efficiency"],
+           efficiency_min=min(effs), efficiency_max=max(effs),
+           reservations_per_second_each_run=[r["reservations_per_second"] for r in runs],
+           peak_rss_mb_max=max(r["peak_rss_mb"] for r in runs))
+json.dump(out, open(f"{base}.json", "w"), indent=1)
+print(f"\n== {base}.json: median of {len(runs)} runs: bcrypt-bound efficiency "
+      f"{100 * out['efficiency_median']:.1f}% (each run: {', '.join(f'{100 * e:.1f}%' for e in effs)}); "
+      f"{out['reservations_per_second']} reservations/s; wall {out['wall_seconds']} s; "
+      f"peak RSS {out['peak_rss_mb']} MB (max {out['peak_rss_mb_max']} MB)")
 EOF
 done
