@@ -7,7 +7,7 @@
 //! after every acknowledged request, to the last reservation of that request, never past
 //! a record Kinesis has not acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,10 @@ use crate::db::DbError;
 use crate::domain::{Cursor, Reservation, RetrievalStatus, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
 use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
-use crate::pseudonym::{PseudonymResult, Pseudonymizer};
-use crate::records::{BuildError, finish_records, lookup_patrons, pseudonym_job};
+use crate::pseudonym::{PseudonymJob, Pseudonymizer};
+use crate::records::{
+    BuildError, assemble_records, found_patron_ids, key_inputs, lookup_geo, lookup_patrons, patron_inputs,
+};
 use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
 use crate::source::ReservationSource;
 use crate::state::{CursorStore, StateError};
@@ -209,13 +211,26 @@ struct Prepared {
     matches: Vec<Option<PatronMatch>>,
 }
 
-/// A batch with its pseudonyms.
-struct Hashed {
-    prepared: Prepared,
-    pseudonyms: PseudonymResult,
+/// What the hashing stage hands the sending stage, in order: each batch's [`Hashed::Batch`]
+/// then its chunks.
+enum Hashed {
+    /// A new batch begins: the distinct pseudonymous ids of its found patrons, to look up
+    /// in Redshift before its records are built.
+    Batch { n: u64, rows: usize, found_ids: Vec<String> },
+    /// The next chunk of the batch (at most one Kinesis request's worth), every pseudonym
+    /// computed.
+    Records(Chunk),
 }
 
-/// A batch ready to send: one Avro datum per reservation.
+/// Reservations with their Sierra matches and pseudonyms, in order.
+struct Chunk {
+    rows: Vec<Reservation>,
+    matches: Vec<Option<PatronMatch>>,
+    keys: Vec<String>,
+    patron_ids: Vec<String>,
+}
+
+/// A chunk ready to send: one Avro datum per reservation.
 struct Encoded {
     cursors: Vec<Cursor>,
     statuses: Vec<RetrievalStatus>,
@@ -378,19 +393,53 @@ where
         Ok::<_, RunError>((batches, reservations))
     };
 
-    // bcrypt, on the pseudonymizer's pool; this task only waits for it.
+    // bcrypt, on the pseudonymizer's pool; this task only waits for it. First the batch's
+    // patrons (so Redshift can be asked about them while the keys are hashed), then its
+    // keys one Kinesis request's worth at a time, each chunk handed on as soon as it is
+    // hashed: sending overlaps hashing even within a batch, and after the last hash only
+    // one request is left to send.
     let hash = async move {
-        while let Some(prepared) = prepared_rx.recv().await {
-            let job = pseudonym_job(&prepared.rows, &prepared.matches);
-            let span = batch_span(prepared.n, prepared.rows.len());
+        let chunk_len = options.kinesis_batch_size.max(1);
+        'batches: while let Some(Prepared { n, rows, matches }) = prepared_rx.recv().await {
+            let span = batch_span(n, rows.len());
+            let job = PseudonymJob { unique: Vec::new(), recurring: patron_inputs(&rows, &matches) };
             let t = Instant::now();
-            let Some(pseudonyms) = stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span)).await
+            let Some(patrons) =
+                stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span.clone())).await
             else {
                 break;
             };
             busy.add(&busy.bcrypt, t);
-            if hashed_tx.send(Hashed { prepared, pseudonyms }).await.is_err() {
+            let patron_ids = patrons.recurring;
+            let found_ids = found_patron_ids(&matches, &patron_ids);
+            let total = rows.len();
+            if hashed_tx.send(Hashed::Batch { n, rows: total, found_ids }).await.is_err() {
                 break;
+            }
+            let (mut rows, mut matches, mut patron_ids) =
+                (rows.into_iter(), matches.into_iter(), patron_ids.into_iter());
+            let mut done = 0;
+            while done < total {
+                let take = chunk_len.min(total - done);
+                done += take;
+                let chunk_rows: Vec<Reservation> = rows.by_ref().take(take).collect();
+                let job = PseudonymJob { unique: key_inputs(&chunk_rows), recurring: Vec::new() };
+                let t = Instant::now();
+                let Some(keys) =
+                    stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span.clone())).await
+                else {
+                    break 'batches;
+                };
+                busy.add(&busy.bcrypt, t);
+                let chunk = Chunk {
+                    rows: chunk_rows,
+                    matches: matches.by_ref().take(take).collect(),
+                    keys: keys.unique,
+                    patron_ids: patron_ids.by_ref().take(take).collect(),
+                };
+                if hashed_tx.send(Hashed::Records(chunk)).await.is_err() {
+                    break 'batches;
+                }
             }
         }
     };
@@ -401,17 +450,28 @@ where
     let send = async move {
         let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
         let mut done = 0u64;
-        while let Some(Hashed { prepared, pseudonyms }) = hashed_rx.recv().await {
-            let Prepared { n, rows, matches } = prepared;
-            let span = batch_span(n, rows.len());
+        // The batch being sent: its span, rows left to send, and Redshift's answer.
+        let mut batch = (batch_span(0, 0), 0usize);
+        let mut geo = HashMap::new();
+        while let Some(hashed) = hashed_rx.recv().await {
+            let Chunk { rows, matches, keys, patron_ids } = match hashed {
+                Hashed::Batch { n, rows, found_ids } => {
+                    batch = (batch_span(n, rows), rows);
+                    let t = Instant::now();
+                    geo = stop
+                        .bounded(lookup_geo(&found_ids, &*redshift).instrument(batch.0.clone()))
+                        .await
+                        .ok_or_else(|| {
+                            stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor)
+                        })??;
+                    busy.add(&busy.redshift, t);
+                    continue;
+                }
+                Hashed::Records(chunk) => chunk,
+            };
             async {
                 let t = Instant::now();
-                let built = stop
-                    .bounded(finish_records(&rows, &matches, pseudonyms, &*redshift))
-                    .await
-                    .ok_or_else(|| stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor))??;
-                busy.add(&busy.redshift, t);
-                let t = Instant::now();
+                let built = assemble_records(&rows, &matches, keys, patron_ids, &geo);
                 let outgoing = built
                     .iter()
                     .map(|b| {
@@ -423,46 +483,45 @@ where
                     .collect::<Result<Vec<_>, EncodeError>>()?;
                 busy.add(&busy.avro, t);
                 drop(matches);
-                let batch = Encoded {
+                let encoded = Encoded {
                     cursors: rows.iter().map(Reservation::cursor).collect(),
                     statuses: built.iter().map(|b| b.status).collect(),
                     outgoing,
                 };
                 drop((rows, built));
-                for range in plan_requests(&batch.outgoing, options.kinesis_batch_size)? {
+                for range in plan_requests(&encoded.outgoing, options.kinesis_batch_size)? {
                     if let Some(reason) = stop.reason() {
                         return Err(stopped(reason, sent.cursor));
                     }
                     if let Some(sender) = sender.as_mut() {
                         let t = Instant::now();
-                        stop.bounded(sender.send_all(&batch.outgoing[range.clone()])).await.ok_or_else(
+                        stop.bounded(sender.send_all(&encoded.outgoing[range.clone()])).await.ok_or_else(
                             || stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor),
                         )??;
                         busy.add(&busy.kinesis, t);
                         sent.requests += 1;
                     }
-                    for status in &batch.statuses[range.clone()] {
+                    for status in &encoded.statuses[range.clone()] {
                         *sent.by_status.entry(status_name(*status)).or_default() += 1;
                     }
-                    sent.cursor = batch.cursors[range.end - 1];
+                    sent.cursor = encoded.cursors[range.end - 1];
                     if let Some(store) = store.as_ref() {
                         let t = Instant::now();
                         store.save(sent.cursor).await?;
                         busy.add(&busy.cursor, t);
                     }
                 }
-                tracing::info!(
-                    records = batch.outgoing.len(),
-                    cursor = %format_date_time(sent.cursor.date_time),
-                    "batch done"
-                );
-                done += batch.cursors.len() as u64;
-                if let Some(hook) = &options.progress {
-                    (hook.0)(Progress { reservations: done, cursor: sent.cursor });
+                done += encoded.cursors.len() as u64;
+                batch.1 = batch.1.saturating_sub(encoded.cursors.len());
+                if batch.1 == 0 {
+                    tracing::info!(cursor = %format_date_time(sent.cursor.date_time), "batch done");
+                    if let Some(hook) = &options.progress {
+                        (hook.0)(Progress { reservations: done, cursor: sent.cursor });
+                    }
                 }
                 Ok::<_, RunError>(())
             }
-            .instrument(span)
+            .instrument(batch.0.clone())
             .await?;
         }
         sent.resent = sender.as_ref().map_or(0, |s| s.resent);

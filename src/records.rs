@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::db::DbError;
 use crate::domain::{PcReserveRecord, Reservation, RetrievalStatus};
-use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
+use crate::enrich::{Geo, GeoDirectory, PatronDirectory, PatronMatch};
 use crate::pseudonym::{PseudonymJob, PseudonymResult, Pseudonymizer};
 
 /// Barcodes of guest passes start with this.
@@ -80,17 +80,46 @@ pub async fn lookup_patrons(
 /// The pseudonym inputs of a batch: each reservation's key (unique in a run) and its
 /// patron (the Sierra patron id, else `barcode <barcode>`; these recur).
 pub fn pseudonym_job(batch: &[Reservation], matches: &[Option<PatronMatch>]) -> PseudonymJob {
-    PseudonymJob {
-        unique: batch.iter().map(|r| r.key.to_string()).collect(),
-        recurring: batch
-            .iter()
-            .zip(matches)
-            .map(|(r, m)| match m {
-                Some(m) => m.patron_id.to_string(),
-                None => format!("barcode {}", r.barcode.as_deref().unwrap_or_default()),
-            })
-            .collect(),
+    PseudonymJob { unique: key_inputs(batch), recurring: patron_inputs(batch, matches) }
+}
+
+/// The reservation keys of a batch, as pseudonym inputs (unique in a run).
+pub fn key_inputs(batch: &[Reservation]) -> Vec<String> {
+    batch.iter().map(|r| r.key.to_string()).collect()
+}
+
+/// The patron of each reservation, as pseudonym input: the Sierra patron id, else
+/// `barcode <barcode>` (these recur from batch to batch).
+pub fn patron_inputs(batch: &[Reservation], matches: &[Option<PatronMatch>]) -> Vec<String> {
+    batch
+        .iter()
+        .zip(matches)
+        .map(|(r, m)| match m {
+            Some(m) => m.patron_id.to_string(),
+            None => format!("barcode {}", r.barcode.as_deref().unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// The distinct pseudonymous ids of the found patrons among `matches` (what Redshift is
+/// asked about), given each reservation's patron pseudonym.
+pub fn found_patron_ids(matches: &[Option<PatronMatch>], patron_ids: &[String]) -> Vec<String> {
+    let mut found: Vec<String> =
+        matches.iter().zip(patron_ids).filter(|(m, _)| m.is_some()).map(|(_, id)| id.clone()).collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// Looks pseudonymous patron ids up in Redshift (no query when there are none).
+pub async fn lookup_geo(
+    found_ids: &[String],
+    redshift: &impl GeoDirectory,
+) -> Result<HashMap<String, Geo>, BuildError> {
+    if found_ids.is_empty() {
+        return Ok(HashMap::new());
     }
+    redshift.geo_by_patron(found_ids).await.map_err(BuildError::Redshift)
 }
 
 /// Looks the found patrons up in Redshift (once for the batch's distinct pseudonymous
@@ -102,16 +131,19 @@ pub async fn finish_records(
     redshift: &impl GeoDirectory,
 ) -> Result<Vec<BuiltRecord>, BuildError> {
     let PseudonymResult { unique: keys, recurring: patron_ids } = pseudonyms;
-    let mut found_ids: Vec<String> =
-        matches.iter().zip(&patron_ids).filter(|(m, _)| m.is_some()).map(|(_, id)| id.clone()).collect();
-    found_ids.sort_unstable();
-    found_ids.dedup();
-    let geo = if found_ids.is_empty() {
-        HashMap::new()
-    } else {
-        redshift.geo_by_patron(&found_ids).await.map_err(BuildError::Redshift)?
-    };
+    let geo = lookup_geo(&found_patron_ids(matches, &patron_ids), redshift).await?;
+    Ok(assemble_records(batch, matches, keys, patron_ids, &geo))
+}
 
+/// One record per reservation, in order, from its Sierra match, its key and patron
+/// pseudonyms, and `geo` (Redshift's answer for the found patrons' pseudonymous ids).
+pub fn assemble_records(
+    batch: &[Reservation],
+    matches: &[Option<PatronMatch>],
+    keys: Vec<String>,
+    patron_ids: Vec<String>,
+    geo: &HashMap<String, Geo>,
+) -> Vec<BuiltRecord> {
     let mut out_of_range = 0usize;
     let records = batch
         .iter()
@@ -151,13 +183,12 @@ pub async fn finish_records(
             "pcrMinutesUsed outside Avro's int range: written as null"
         );
     }
-    Ok(records)
+    records
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::Geo;
     use crate::pseudonym::{Salt, pseudonym};
     use chrono::NaiveDateTime;
 
