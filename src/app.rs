@@ -164,12 +164,14 @@ pub struct Connected {
     pub redshift: Redshift,
 }
 
-/// Fetches the schema and opens the three database pools (concurrently).
+/// Fetches the schema and opens the three database pools, all at once.
 pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
-    let encoder = fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
-        .await
-        .map_err(AppError::Schema)?;
-    let (ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
+    let (encoder, ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
+        async {
+            fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
+                .await
+                .map_err(AppError::Schema)
+        },
         async {
             connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
                 .await
@@ -269,31 +271,47 @@ pub async fn run_once_with(
 ) -> Result<RunSummary, AppError> {
     let s3 = s3_client(sdk, aws);
     if settings.ignore_cache {
-        return run_stages(settings, sdk, s3, progress, stop).await;
+        let connected = connect_unless_stopped(settings, &stop).await?;
+        return run_stages(settings, sdk, s3, connected, progress, stop).await;
     }
     let store = S3LeaseStore::new(s3.clone(), settings.s3_bucket.clone(), settings.lease_resource.clone());
-    let mut lease = Lease::acquire(store, owner_name(), settings.lease_ttl, chrono::Utc::now()).await?;
+    // The lease and the connections do not depend on each other: both at once. Nothing is
+    // read or sent before the lease is held.
+    let (lease, connected) = tokio::join!(
+        Lease::acquire(store, owner_name(), settings.lease_ttl, chrono::Utc::now()),
+        connect_unless_stopped(settings, &stop)
+    );
+    let mut lease = lease?;
     tracing::info!(owner = %lease.record().owner, "lease taken");
     lease.keep_renewed(stop.clone());
-    let outcome = run_stages(settings, sdk, s3, progress, stop).await;
+    let outcome = match connected {
+        Ok(connected) => run_stages(settings, sdk, s3, connected, progress, stop).await,
+        Err(e) => Err(e),
+    };
     lease.release().await;
     outcome
+}
+
+/// [`connect`], given up at once when a stop is requested (nothing has been sent yet).
+async fn connect_unless_stopped(settings: &Settings, stop: &StopToken) -> Result<Connected, AppError> {
+    let mut startup_stop = stop.clone();
+    startup_stop.grace = std::time::Duration::ZERO;
+    startup_stop.bounded(connect(settings)).await.ok_or_else(|| {
+        AppError::Run(RunError::Stopped {
+            reason: stop.reason().unwrap_or(StopReason::Terminate),
+            cursor: "not moved".into(),
+        })
+    })?
 }
 
 async fn run_stages(
     settings: &Settings,
     sdk: &SdkConfig,
     s3: aws_sdk_s3::Client,
+    connected: Connected,
     progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    // Nothing has been sent yet: a stop during start-up ends the run at once.
-    let mut startup_stop = stop.clone();
-    startup_stop.grace = std::time::Duration::ZERO;
-    let connected = startup_stop.bounded(connect(settings)).await.ok_or_else(|| RunError::Stopped {
-        reason: stop.reason().unwrap_or(StopReason::Terminate),
-        cursor: "not moved".into(),
-    })??;
     let store = (!settings.ignore_cache)
         .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
     let sender = (!settings.ignore_kinesis).then(|| {
