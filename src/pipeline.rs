@@ -651,10 +651,13 @@ mod tests {
         }
     }
 
-    struct NoGeo;
+    /// Redshift knowing nobody; records how many ids each call asked about.
+    #[derive(Default)]
+    struct NoGeo(Mutex<Vec<usize>>);
 
     impl GeoDirectory for NoGeo {
-        async fn geo_by_patron(&self, _: &[String]) -> Result<HashMap<String, Geo>, DbError> {
+        async fn geo_by_patron(&self, ids: &[String]) -> Result<HashMap<String, Geo>, DbError> {
+            self.0.lock().unwrap().push(ids.len());
             Ok(HashMap::new())
         }
     }
@@ -709,7 +712,7 @@ mod tests {
         Stages {
             source: rows(n),
             sierra: Sierra { calls: AtomicUsize::new(0), fail_on },
-            redshift: NoGeo,
+            redshift: NoGeo::default(),
             store: Some(MemoryCursorStore::new(None)),
             sender: Some(Sender::new(kinesis, fast, 0)),
             pseudonymizer: Pseudonymizer::new(salt, 2).unwrap(),
@@ -756,6 +759,9 @@ mod tests {
         assert_eq!(summary.cursor_after.unwrap().key, 45);
         // 45 keys and the 7 distinct patrons.
         assert_eq!(summary.pseudonyms_computed, 52);
+        // Keys are hashed a request's worth at a time, but Redshift is asked once a batch,
+        // about the batch's distinct patrons (7 in every batch of 10).
+        assert_eq!(*s.redshift.0.lock().unwrap(), [7, 7, 7, 7, 5]);
     }
 
     #[tokio::test]
