@@ -287,16 +287,19 @@ fn batch_span(n: u64, rows: usize) -> tracing::Span {
 
 /// Performs one run: batches until the source is drained or `max_batches` is reached.
 ///
-/// The stages of consecutive batches overlap: while batch `k` is hashed on the
-/// pseudonymizer's pool, batch `k+1` is read from Envisionware and looked up in Sierra,
-/// and the records of batch `k-1` are looked up in Redshift, encoded and sent. Each stage
-/// hands a batch to the next through a channel of one slot, and a batch is read only when
-/// the hashing stage has taken the one before, so at most four batches are in memory
-/// (being read, being hashed, waiting, being sent). Sending is sequential (one
-/// `PutRecords` request in flight) and the cursor is saved after each acknowledged
-/// request, so it only ever covers a contiguous acknowledged prefix. When a stage fails, the stages before it stop, the stages after
-/// it finish the batches they already have (so what was read and built is still sent and
-/// the cursor covers it), and the run reports the failure.
+/// The stages overlap: while batch `k` is hashed on the pseudonymizer's pool, batch `k+1`
+/// is read from Envisionware and looked up in Sierra, and the finished chunks of batch `k`
+/// (or the last ones of `k-1`) are encoded and sent. The hashing stage hashes a batch's
+/// patrons first and hands their pseudonymous ids on, so Redshift is asked about them
+/// while the keys hash; then it hashes the keys one Kinesis request's worth at a time,
+/// handing each chunk on as soon as it is done. Stages hand work on through channels of
+/// one slot, and a batch is read only when the hashing stage has taken the one before, so
+/// at most two batches and two chunks are in memory (one batch being read or waiting, one
+/// being hashed; a chunk waiting to be sent and one being sent). Sending is sequential (one `PutRecords` request in flight)
+/// and the cursor is saved after each acknowledged request, so it only ever covers a
+/// contiguous acknowledged prefix. When a stage fails, the stages before it stop, the
+/// stages after it finish what they already have (so what was read and hashed is still
+/// sent and the cursor covers it), and the run reports the failure.
 pub async fn run<Src, Pat, Geo, Store, Put>(
     stages: &mut Stages<Src, Pat, Geo, Store, Put>,
     options: &RunOptions,
