@@ -295,9 +295,9 @@ fn batch_span(n: u64, rows: usize) -> tracing::Span {
 /// handing each chunk on as soon as it is done. Stages hand work on through channels of
 /// one slot, and a batch is read only when the hashing stage has taken the one before, so
 /// at most two batches and two chunks are in memory (one batch being read or waiting, one
-/// being hashed; a chunk waiting to be sent and one being sent). Sending is sequential (one `PutRecords` request in flight)
-/// and the cursor is saved after each acknowledged request, so it only ever covers a
-/// contiguous acknowledged prefix. When a stage fails, the stages before it stop, the
+/// being hashed; a chunk waiting to be sent and one being sent). Sending is sequential
+/// (one `PutRecords` request in flight) and the cursor is saved after each acknowledged
+/// request, so it only ever covers a contiguous acknowledged prefix. When a stage fails, the stages before it stop, the
 /// stages after it finish what they already have (so what was read and hashed is still
 /// sent and the cursor covers it), and the run reports the failure.
 pub async fn run<Src, Pat, Geo, Store, Put>(
@@ -339,6 +339,8 @@ where
     let stop = &options.stop;
     let stopped =
         |reason, cursor: Cursor| RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) };
+    // A stage whose work in flight was cut short by a stop (after the grace period).
+    let cut_short = |cursor| stopped(stop.reason().unwrap_or(StopReason::Terminate), cursor);
     let retries_before = crate::retry::retries_so_far();
 
     let computed_before = stages.pseudonymizer.stats();
@@ -415,16 +417,13 @@ where
             busy.add(&busy.bcrypt, t);
             let patron_ids = patrons.recurring;
             let found_ids = found_patron_ids(&matches, &patron_ids);
-            let total = rows.len();
-            if hashed_tx.send(Hashed::Batch { n, rows: total, found_ids }).await.is_err() {
+            if hashed_tx.send(Hashed::Batch { n, rows: rows.len(), found_ids }).await.is_err() {
                 break;
             }
             let (mut rows, mut matches, mut patron_ids) =
                 (rows.into_iter(), matches.into_iter(), patron_ids.into_iter());
-            let mut done = 0;
-            while done < total {
-                let take = chunk_len.min(total - done);
-                done += take;
+            while rows.len() > 0 {
+                let take = chunk_len.min(rows.len());
                 let chunk_rows: Vec<Reservation> = rows.by_ref().take(take).collect();
                 let job = PseudonymJob { unique: key_inputs(&chunk_rows), recurring: Vec::new() };
                 let t = Instant::now();
@@ -453,20 +452,17 @@ where
     let send = async move {
         let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
         let mut done = 0u64;
-        // The batch being sent: its span, rows left to send, and Redshift's answer.
-        let mut batch = (batch_span(0, 0), 0usize);
-        let mut geo = HashMap::new();
+        // The batch being sent: its span, its rows not sent yet, and Redshift's answer.
+        let (mut span, mut rows_left, mut geo) = (batch_span(0, 0), 0usize, HashMap::new());
         while let Some(hashed) = hashed_rx.recv().await {
             let Chunk { rows, matches, keys, patron_ids } = match hashed {
                 Hashed::Batch { n, rows, found_ids } => {
-                    batch = (batch_span(n, rows), rows);
+                    (span, rows_left) = (batch_span(n, rows), rows);
                     let t = Instant::now();
                     geo = stop
-                        .bounded(lookup_geo(&found_ids, &*redshift).instrument(batch.0.clone()))
+                        .bounded(lookup_geo(&found_ids, &*redshift).instrument(span.clone()))
                         .await
-                        .ok_or_else(|| {
-                            stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor)
-                        })??;
+                        .ok_or_else(|| cut_short(sent.cursor))??;
                     busy.add(&busy.redshift, t);
                     continue;
                 }
@@ -498,9 +494,9 @@ where
                     }
                     if let Some(sender) = sender.as_mut() {
                         let t = Instant::now();
-                        stop.bounded(sender.send_all(&encoded.outgoing[range.clone()])).await.ok_or_else(
-                            || stopped(stop.reason().unwrap_or(StopReason::Terminate), sent.cursor),
-                        )??;
+                        stop.bounded(sender.send_all(&encoded.outgoing[range.clone()]))
+                            .await
+                            .ok_or_else(|| cut_short(sent.cursor))??;
                         busy.add(&busy.kinesis, t);
                         sent.requests += 1;
                     }
@@ -515,8 +511,8 @@ where
                     }
                 }
                 done += encoded.cursors.len() as u64;
-                batch.1 = batch.1.saturating_sub(encoded.cursors.len());
-                if batch.1 == 0 {
+                rows_left = rows_left.saturating_sub(encoded.cursors.len());
+                if rows_left == 0 {
                     tracing::info!(cursor = %format_date_time(sent.cursor.date_time), "batch done");
                     if let Some(hook) = &options.progress {
                         (hook.0)(Progress { reservations: done, cursor: sent.cursor });
@@ -524,7 +520,7 @@ where
                 }
                 Ok::<_, RunError>(())
             }
-            .instrument(batch.0.clone())
+            .instrument(span.clone())
             .await?;
         }
         sent.resent = sender.as_ref().map_or(0, |s| s.resent);

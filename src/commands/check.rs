@@ -78,6 +78,31 @@ pub async fn check(config: &ConfigArgs) -> Result<(), AppError> {
     report(&lines)
 }
 
+/// Opens one plain PostgreSQL connection (a refused one answers at once, where a pool
+/// would keep trying until its timeout) and runs each `(table, query)`; the error names
+/// the table that failed.
+async fn probe_pg(
+    settings: &Settings,
+    query_timeout: Duration,
+    db: &crate::config::DbSettings,
+    redshift: bool,
+    queries: &[(&str, String)],
+) -> Result<(), String> {
+    let mut conn = with_timeout(
+        settings.connect_timeout,
+        sqlx::PgConnection::connect_with(&pg_options(db, redshift, settings.statement_timeout)),
+    )
+    .await
+    .map_err(|e| format!("cannot connect: {e}"))?;
+    for (table, sql) in queries {
+        with_timeout(query_timeout, sqlx::query(sql).fetch_all(&mut conn))
+            .await
+            .map_err(|e| format!("{table}: {e}"))?;
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
 fn report(lines: &[CheckLine]) -> Result<(), AppError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -119,51 +144,31 @@ pub async fn dependencies(
         Ok("connected; strad_bci readable".to_string())
     });
     let sierra = timed("Sierra", async {
-        let mut pool = with_timeout(
-            settings.connect_timeout,
-            sqlx::PgConnection::connect_with(&pg_options(
-                &settings.sierra,
-                false,
-                settings.statement_timeout,
-            )),
+        probe_pg(
+            settings,
+            timeout,
+            &settings.sierra,
+            false,
+            &[
+                (
+                    "sierra_view.phrase_entry",
+                    "SELECT record_id, index_tag, index_entry FROM sierra_view.phrase_entry LIMIT 0".into(),
+                ),
+                (
+                    "sierra_view.patron_view",
+                    "SELECT id, barcode, ptype_code, home_library_code, pcode3 FROM sierra_view.patron_view LIMIT 0"
+                        .into(),
+                ),
+            ],
         )
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        for (table, sql) in [
-            (
-                "sierra_view.phrase_entry",
-                "SELECT record_id, index_tag, index_entry FROM sierra_view.phrase_entry LIMIT 0",
-            ),
-            (
-                "sierra_view.patron_view",
-                "SELECT id, barcode, ptype_code, home_library_code, pcode3 FROM sierra_view.patron_view LIMIT 0",
-            ),
-        ] {
-            with_timeout(timeout, sqlx::query(sql).fetch_all(&mut pool))
-                .await
-                .map_err(|e| format!("{table}: {e}"))?;
-        }
-        let _ = pool.close().await;
+        .await?;
         Ok("connected; sierra_view.phrase_entry and patron_view readable".to_string())
     });
     let redshift = timed("Redshift", async {
-        let mut pool = with_timeout(
-            settings.connect_timeout,
-            sqlx::PgConnection::connect_with(&pg_options(
-                &settings.redshift,
-                true,
-                settings.statement_timeout,
-            )),
-        )
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
         // The table name is validated by the configuration (letters, digits, `_`).
         let table = &settings.redshift_patron_table;
         let sql = format!("SELECT patron_id, postal_code, geoid FROM {table} LIMIT 0");
-        with_timeout(timeout, sqlx::query(&sql).fetch_all(&mut pool))
-            .await
-            .map_err(|e| format!("{table}: {e}"))?;
-        let _ = pool.close().await;
+        probe_pg(settings, timeout, &settings.redshift, true, &[(table, sql)]).await?;
         Ok(format!("connected; {table} readable"))
     });
     let kinesis = timed("Kinesis", async {

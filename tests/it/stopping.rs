@@ -36,17 +36,18 @@ async fn wait_for_first_cursor(env: &TestEnv) {
     panic!("the run never saved a cursor");
 }
 
+/// Paced to 200 records/s: several seconds of sending, many requests.
+const PACED: [(&str, &str); 3] = [
+    ("ENVISIONWARE_BATCH_SIZE", "200"),
+    ("KINESIS_BATCH_SIZE", "20"),
+    ("KINESIS_MAX_RECORDS_PER_SECOND", "200"),
+];
+
 #[tokio::test]
 async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(1200)).await;
-    // Paced to 200 records/s: several seconds of sending, many requests.
-    let slow = [
-        ("ENVISIONWARE_BATCH_SIZE", "200"),
-        ("KINESIS_BATCH_SIZE", "20"),
-        ("KINESIS_MAX_RECORDS_PER_SECOND", "200"),
-    ];
-    let child = poller(&env, &slow).spawn().unwrap();
+    let child = poller(&env, &PACED).spawn().unwrap();
     wait_for_first_cursor(&env).await;
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -75,12 +76,7 @@ async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing
 async fn a_run_whose_lease_is_taken_stops_before_its_next_send_with_exit_3() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(1200)).await;
-    let slow = [
-        ("ENVISIONWARE_BATCH_SIZE", "200"),
-        ("KINESIS_BATCH_SIZE", "20"),
-        ("KINESIS_MAX_RECORDS_PER_SECOND", "200"),
-        ("LEASE_TTL_SECONDS", "3"),
-    ];
+    let slow = [PACED.as_slice(), &[("LEASE_TTL_SECONDS", "3")]].concat();
     let child = poller(&env, &slow).spawn().unwrap();
     wait_for_first_cursor(&env).await;
     // Another runner takes the lease over (as if this one had stalled past its expiry).
