@@ -649,7 +649,7 @@ fn check_retention(
             cursor = %format_date_time(cursor.date_time),
             age_hours = age.num_minutes() as f64 / 60.0,
             max_age_hours = options.cursor_max_age.as_secs_f64() / 3600.0,
-            "the poller has not been caught up for longer than CURSOR_MAX_AGE_HOURS: has it stopped running? Envisionware keeps only about two days"
+            "the cursor is older than CURSOR_MAX_AGE_HOURS and no run has been caught up since: has the poller stopped running? Envisionware keeps only about two days"
         );
     }
     Ok(())
