@@ -115,7 +115,7 @@ fn lines(bytes: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn check_runs_the_statements_of_a_run_and_shows_a_type_or_schema_problem() {
+async fn check_runs_the_statements_of_a_run_and_shows_a_type_schema_or_permission_problem() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(3)).await;
     let dir = tempdir();
@@ -145,12 +145,38 @@ async fn check_runs_the_statements_of_a_run_and_shows_a_type_or_schema_problem()
     assert!(env.sent().await.is_empty());
     assert_eq!(env.cursor_object().await, None);
 
+    // A Redshift user without SELECT on the table: a permission problem, shown by check.
+    let role = format!("{}_reader", env.name);
+    let mut rs = sqlx::PgConnection::connect(&env.redshift_url()).await.unwrap();
+    rs.execute(format!("CREATE ROLE {role} LOGIN PASSWORD 'no-grants-here'").as_str()).await.unwrap();
+    let out = run_bin(
+        &[
+            "-c",
+            config,
+            "--set",
+            &format!("REDSHIFT_DB_USER={role}"),
+            "--set",
+            "REDSHIFT_DB_PASSWORD=no-grants-here",
+            "check",
+        ],
+        &env,
+        None,
+    );
+    rs.execute(format!("DROP ROLE {role}").as_str()).await.unwrap();
+    let stdout = lines(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{}", lines(&out.stderr));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("✗ Redshift") && l.contains(&format!("{table}: database error 42501"))),
+        "{stdout}"
+    );
+
     // Sierra's patron ids become 4-byte integers (a run reads 8-byte ones), Redshift
     // loses its geoid column, Envisionware its pcrArea: each is a cross, naming the
     // column, and exit code 7.
     let mut sierra = sqlx::PgConnection::connect(&env.sierra_url()).await.unwrap();
     sierra.execute("ALTER TABLE sierra_view.patron_view ALTER COLUMN id TYPE INTEGER").await.unwrap();
-    let mut rs = sqlx::PgConnection::connect(&env.redshift_url()).await.unwrap();
     rs.execute(format!("ALTER TABLE {table} RENAME COLUMN geoid TO geo_id").as_str()).await.unwrap();
     let mut ew = sqlx::MySqlConnection::connect(&env.mysql_url()).await.unwrap();
     ew.execute("ALTER TABLE strad_bci CHANGE pcrArea pcr_area VARCHAR(255)").await.unwrap();
