@@ -177,3 +177,22 @@ async fn a_cursor_written_without_a_mark_is_judged_as_before() {
     assert!(err.to_string().contains("no caught-up mark"), "{err}");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn cursor_set_keeps_the_caught_up_mark() {
+    let env = TestEnv::new().await;
+    let poller = Poller::new(&env).await;
+    friday(&env, &poller).await;
+    let dir = crate::binary::tempdir();
+    let config = crate::binary::write_config(&env, &dir, &[]).await;
+    let set =
+        ["-c", config.to_str().unwrap(), "cursor", "set", "--date-time", "2026-03-06 17:00:00", "--key", "1"];
+    let out = crate::binary::run_bin(&[&set[..], &["--yes"]].concat(), &env, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        env.cursor_object().await.as_deref(),
+        Some(r#"{"pcr_key": "1", "pcr_date_time": "2026-03-06 17:00:00"}"#)
+    );
+    assert_eq!(caught_up_mark(&env).await.as_deref(), Some("2026-03-06 18:00:00"));
+    env.cleanup().await;
+}
