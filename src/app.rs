@@ -235,6 +235,7 @@ pub fn run_options(settings: &Settings) -> RunOptions {
         cursor_location: format!("{}/{}", settings.s3_bucket, settings.s3_resource),
         stop: StopToken::with_grace(settings.stop_timeout),
         cursor_max_age: settings.cursor_max_age,
+        retention_window: settings.envisionware_retention,
         progress: None,
     }
 }

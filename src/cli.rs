@@ -40,7 +40,8 @@ Exit codes: 0 done (also when nothing was new), 1 the run failed (the message na
 stage), 2 configuration or usage error (nothing was done), 3 another runner holds the
 lease (or took it during this run; nothing more was sent), 4 another writer moved the
 cursor (this run stopped without sending more), 5 retention lost (Envisionware's oldest
-row is newer than the cursor), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
+row is newer than the cursor and the poller was not caught up within
+ENVISIONWARE_RETENTION_HOURS), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
 found a failing dependency.";
 
 /// `pc-reserve-poller`.

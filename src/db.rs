@@ -110,6 +110,44 @@ pub async fn with_timeout<T>(
     }
 }
 
+/// Checks, for `check`, that the result column `name` of a prepared statement decodes as
+/// `T`, the type the run reads it as (a query that matches nothing has no row whose
+/// values could show a wrong type).
+pub fn expect_column<DB, T>(columns: &[DB::Column], name: &str) -> Result<(), DbError>
+where
+    DB: sqlx::Database,
+    T: sqlx::Type<DB>,
+{
+    use sqlx::{Column as _, TypeInfo as _};
+    let column = columns.iter().find(|c| c.name() == name).ok_or_else(|| DbError {
+        message: format!("the statement returns no column {name}"),
+        transient: false,
+    })?;
+    if T::compatible(column.type_info()) {
+        Ok(())
+    } else {
+        Err(DbError {
+            message: format!(
+                "column {name} is {}, which a run cannot read as {}",
+                column.type_info().name(),
+                T::type_info().name()
+            ),
+            transient: false,
+        })
+    }
+}
+
+/// Prefixes a database error with what was being done (`check` names the statement).
+pub fn context(what: &str) -> impl Fn(DbError) -> DbError + '_ {
+    move |e| DbError { message: format!("{what}: {}", e.message), transient: e.transient }
+}
+
+/// Prepared statements Sierra keeps per connection. A run uses two; the cache closes the
+/// least recently used one beyond this, so they never pile up on a long-lived connection
+/// (with the cache off, sqlx would allocate a new named statement for every persistent
+/// query and never close it).
+pub const SIERRA_STATEMENT_CACHE: usize = 16;
+
 /// Connection options for Envisionware (MySQL/MariaDB).
 pub fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
     let mut opts = MySqlConnectOptions::new()
@@ -139,6 +177,11 @@ pub fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
 
 /// Connection options for Sierra (PostgreSQL) or, with `redshift`, for Redshift, which
 /// rejects `extra_float_digits` and server-side statement options at startup.
+///
+/// Sierra keeps a bounded statement cache ([`SIERRA_STATEMENT_CACHE`]). Redshift's has
+/// none and every Redshift query is sent unnamed (`persistent(false)`): its IN-lists
+/// change with the batch, and a persistent query without a cache would leave a named
+/// statement behind on the connection each time.
 pub fn pg_options(db: &DbSettings, redshift: bool, statement_timeout: Duration) -> PgConnectOptions {
     let mut opts = PgConnectOptions::new_without_pgpass()
         .host(&db.host)
@@ -152,15 +195,15 @@ pub fn pg_options(db: &DbSettings, redshift: bool, statement_timeout: Duration) 
             SslMode::Require => PgSslMode::Require,
             SslMode::VerifyCa => PgSslMode::VerifyCa,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
-        })
-        .statement_cache_capacity(0);
+        });
     if let Some(ca) = &db.ssl_root_cert {
         opts = opts.ssl_root_cert(ca);
     }
     if redshift {
-        opts = opts.extra_float_digits(None);
+        opts = opts.extra_float_digits(None).statement_cache_capacity(0);
     } else {
         opts = opts
+            .statement_cache_capacity(SIERRA_STATEMENT_CACHE)
             .application_name("pc-reserve-poller")
             .options([("statement_timeout", format!("{}", statement_timeout.as_millis()))]);
     }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDateTime;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -23,7 +24,7 @@ use crate::records::{
     BuildError, assemble_records, found_patron_ids, key_inputs, lookup_geo, lookup_patrons, patron_inputs,
 };
 use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
-use crate::source::ReservationSource;
+use crate::source::{ReservationSource, Retention};
 use crate::state::{CursorStore, StateError};
 use crate::stop::{StopReason, StopToken};
 
@@ -70,15 +71,18 @@ pub enum RunError {
         /// The database's `NOW()`.
         now: String,
     },
-    /// Envisionware no longer holds rows right after the cursor.
+    /// Envisionware no longer holds rows right after the cursor, and the poller has not
+    /// been caught up recently enough to know that there were none.
     #[error(
-        "Envisionware: retention lost: its oldest reservation ({oldest}) is newer than the cursor ({cursor}); reservations in between were purged before they were sent. Recover them from a backup, then move the cursor by hand"
+        "Envisionware: retention lost: its oldest reservation ({oldest}) is newer than the cursor ({cursor}) and {caught_up}; reservations in between were purged before they were sent. Recover them from a backup, then move the cursor by hand"
     )]
     RetentionLost {
         /// The oldest `pcrDateTime` Envisionware holds.
         oldest: String,
         /// The cursor's `pcrDateTime`.
         cursor: String,
+        /// When the poller was last caught up, against the retention window.
+        caught_up: String,
     },
 }
 
@@ -118,6 +122,9 @@ pub struct RunOptions {
     pub stop: StopToken,
     /// `CURSOR_MAX_AGE_HOURS`: warn when the stored cursor is older than this.
     pub cursor_max_age: Duration,
+    /// `ENVISIONWARE_RETENTION_HOURS`: how long Envisionware keeps a row. A row can have
+    /// been purged before it was read only when the last caught-up read is older.
+    pub retention_window: Duration,
     /// Called after every batch with what the run has done so far (progress bars).
     pub progress: Option<ProgressHook>,
 }
@@ -333,8 +340,15 @@ where
     };
     summary.cursor_before = Some(start);
     tracing::info!(cursor = %format_date_time(start.date_time), "run starts");
-    if stored.is_some() {
-        check_retention(&stages.source, start, options.cursor_max_age).await?;
+    // Envisionware's clock before the first read: when this run reads until nothing is
+    // left, every row stamped up to `readable_through` has been seen.
+    let retention = match &stages.store {
+        Some(_) => stages.source.retention().await.map_err(RunError::Source)?,
+        None => None,
+    };
+    if let (Some(retention), Some(_)) = (retention, stored) {
+        let caught_up = stages.store.as_ref().and_then(|s| s.caught_up_through());
+        check_retention(retention, start, caught_up, options)?;
     }
     let stop = &options.stop;
     let stopped =
@@ -346,6 +360,7 @@ where
     let computed_before = stages.pseudonymizer.stats();
     let Stages { source, sierra, redshift, store, sender, pseudonymizer, encoder } = stages;
     let pseudonymizer: &Pseudonymizer = pseudonymizer;
+    let store: &Option<Store> = store;
     let busy = StageBusy::default();
     let busy = &busy;
     let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
@@ -355,6 +370,8 @@ where
     // only once the hashing stage has taken the previous one.
     let read = async move {
         let (mut batches, mut reservations) = (0u64, 0u64);
+        // Whether reading stopped because Envisionware had nothing more (caught up).
+        let mut drained = false;
         let mut after = start;
         loop {
             if options.max_batches.is_some_and(|max| batches >= max) {
@@ -373,6 +390,7 @@ where
             let rows = rows.map_err(RunError::Source)?;
             busy.add(&busy.envisionware, t);
             if rows.is_empty() {
+                drained = true;
                 break;
             }
             batches += 1;
@@ -392,10 +410,11 @@ where
             busy.add(&busy.sierra, t);
             slot.send(Prepared { n: batches, rows, matches });
             if last_batch {
+                drained = true;
                 break;
             }
         }
-        Ok::<_, RunError>((batches, reservations))
+        Ok::<_, RunError>((batches, reservations, drained))
     };
 
     // bcrypt, on the pseudonymizer's pool; this task only waits for it. First the batch's
@@ -532,11 +551,24 @@ where
     // The failure nearest the cursor is the one to report: a stage after a failed one
     // only stops because its input stopped.
     let sent = send?;
-    let (batches, reservations) = read?;
+    let (batches, reservations, drained) = read?;
     // A stop that ended reading early (or cut a stage short) is reported as a stop, with
     // the cursor of what was acknowledged.
     if let Some(reason) = stop.reason() {
         return Err(stopped(reason, sent.cursor));
+    }
+    // Caught up: record beside the cursor how far this run saw, also when it found
+    // nothing (a closure), so the retention watchdog knows the table was merely empty.
+    // A cursor object that does not exist and was not created stays absent.
+    if let (true, Some(store), Some(retention)) = (drained, store.as_ref(), retention)
+        && (stored.is_some() || sent.cursor != start)
+    {
+        store.set_caught_up_through(retention.readable_through);
+        store.save(sent.cursor).await?;
+        tracing::debug!(
+            caught_up_through = %format_date_time(retention.readable_through),
+            "caught up; mark saved beside the cursor"
+        );
     }
 
     summary.batches = batches;
@@ -553,24 +585,54 @@ where
     Ok(summary)
 }
 
-/// The retention watchdog: warns when the cursor is older than `max_age` by the
-/// database's own clock, fails when Envisionware's oldest row is newer than the cursor,
-/// and when the cursor is well ahead of the clock.
-async fn check_retention<Src: ReservationSource>(
-    source: &Src,
+/// The retention watchdog, before the first read.
+///
+/// Fails when Envisionware's oldest row is newer than the cursor, unless the poller was
+/// caught up recently enough to know that nothing lay in between: a caught-up read at
+/// `caught_up` saw every row stamped until then, and a row stamped later is purged only
+/// `retention_window` after its stamp, so while `now - caught_up` is within the window no
+/// row after the cursor can be gone: the table was merely empty (a closure). Without a
+/// mark (a cursor written by the original service) it fails as soon as the oldest row is
+/// newer than the cursor. Also fails when the cursor is well ahead of the clock, and warns
+/// when the poller has not been caught up for `cursor_max_age` (the cursor's age when
+/// there is no mark).
+fn check_retention(
+    retention: Retention,
     cursor: Cursor,
-    max_age: Duration,
+    caught_up: Option<NaiveDateTime>,
+    options: &RunOptions,
 ) -> Result<(), RunError> {
-    let Some(retention) = source.retention().await.map_err(RunError::Source)? else {
-        return Ok(());
+    let within = |since: NaiveDateTime, limit: Duration| {
+        (retention.now - since).to_std().map_or(true, |elapsed| elapsed <= limit)
     };
     if let Some(oldest) = retention.oldest
         && oldest > cursor.date_time
     {
-        return Err(RunError::RetentionLost {
-            oldest: format_date_time(oldest),
-            cursor: format_date_time(cursor.date_time),
-        });
+        let window_hours = options.retention_window.as_secs() / 3600;
+        match caught_up {
+            Some(through) if within(through, options.retention_window) => {
+                tracing::info!(
+                    oldest = %format_date_time(oldest),
+                    caught_up_through = %format_date_time(through),
+                    "Envisionware's oldest reservation is newer than the cursor, but the poller was caught up within ENVISIONWARE_RETENTION_HOURS: nothing lay in between"
+                );
+            }
+            mark => {
+                let caught_up = match mark {
+                    Some(through) => format!(
+                        "the poller was last caught up through {} (Envisionware's clock now {}: more than ENVISIONWARE_RETENTION_HOURS={window_hours} ago)",
+                        format_date_time(through),
+                        format_date_time(retention.now)
+                    ),
+                    None => "the cursor object carries no caught-up mark (written by another program or before it had one)".into(),
+                };
+                return Err(RunError::RetentionLost {
+                    oldest: format_date_time(oldest),
+                    cursor: format_date_time(cursor.date_time),
+                    caught_up,
+                });
+            }
+        }
     }
     // Two hours of tolerance: November's repeated hour legitimately puts a cursor up to an
     // hour ahead of the clock.
@@ -580,13 +642,14 @@ async fn check_retention<Src: ReservationSource>(
             now: format_date_time(retention.now),
         });
     }
-    let age = retention.now - cursor.date_time;
-    if age.to_std().is_ok_and(|age| age > max_age) {
+    let last_seen = caught_up.map_or(cursor.date_time, |through| through.max(cursor.date_time));
+    if !within(last_seen, options.cursor_max_age) {
+        let age = retention.now - last_seen;
         tracing::warn!(
             cursor = %format_date_time(cursor.date_time),
             age_hours = age.num_minutes() as f64 / 60.0,
-            max_age_hours = max_age.as_secs_f64() / 3600.0,
-            "the cursor is older than CURSOR_MAX_AGE_HOURS: has the poller stopped running? Envisionware keeps only about two days"
+            max_age_hours = options.cursor_max_age.as_secs_f64() / 3600.0,
+            "the cursor is older than CURSOR_MAX_AGE_HOURS and no run has been caught up since: has the poller stopped running? Envisionware keeps only about two days"
         );
     }
     Ok(())
@@ -729,6 +792,7 @@ mod tests {
             cursor_location: "test".into(),
             stop: StopToken::new(),
             cursor_max_age: Duration::from_secs(24 * 3600),
+            retention_window: Duration::from_secs(48 * 3600),
             progress: None,
         }
     }
@@ -774,5 +838,73 @@ mod tests {
         assert_eq!(sent, 20);
         let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
         assert_eq!(saved.last().unwrap().key, 20);
+    }
+
+    fn at(text: &str) -> NaiveDateTime {
+        crate::domain::parse_naive_date_time(text).unwrap()
+    }
+
+    /// Envisionware at `now` holding rows from `oldest`, no settle delay.
+    fn held(oldest: Option<&str>, now: &str) -> Retention {
+        Retention { oldest: oldest.map(at), now: at(now), readable_through: at(now) }
+    }
+
+    #[test]
+    fn the_watchdog_tells_an_empty_table_from_rows_purged_unread() {
+        let cursor = Cursor { date_time: at("2026-03-01 18:00:00"), key: 9 };
+        let o = options(); // a 48-hour window
+        // Closed three days, caught up every run: rows from the reopening only. Passes.
+        let reopened = held(Some("2026-03-04 09:00:00"), "2026-03-04 10:00:00");
+        check_retention(reopened, cursor, Some(at("2026-03-04 09:45:00")), &o).unwrap();
+        // Exactly 48 hours since the last caught-up read: still nothing can be gone.
+        check_retention(reopened, cursor, Some(at("2026-03-02 10:00:00")), &o).unwrap();
+        // One second more: a row stamped just after that read may have been purged.
+        let err = check_retention(reopened, cursor, Some(at("2026-03-02 09:59:59")), &o).unwrap_err();
+        assert!(matches!(err, RunError::RetentionLost { .. }), "{err}");
+        assert!(err.to_string().contains("last caught up through 2026-03-02 09:59:59"), "{err}");
+        // No mark (the original's cursor): as strict as ever.
+        let err = check_retention(reopened, cursor, None, &o).unwrap_err();
+        assert!(err.to_string().contains("no caught-up mark"), "{err}");
+        // An empty table or rows still after the cursor: never a loss, mark or not.
+        check_retention(held(None, "2026-03-09 10:00:00"), cursor, None, &o).unwrap();
+        check_retention(held(Some("2026-03-01 17:00:00"), "2026-03-02 10:00:00"), cursor, None, &o).unwrap();
+    }
+
+    /// A source with no rows whose clock reads `now`.
+    struct Empty(NaiveDateTime);
+
+    impl ReservationSource for Empty {
+        async fn read_after(&self, _after: Cursor, _limit: usize) -> Result<Vec<Reservation>, DbError> {
+            Ok(Vec::new())
+        }
+
+        async fn retention(&self) -> Result<Option<Retention>, DbError> {
+            Ok(Some(Retention { oldest: None, now: self.0, readable_through: self.0 }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_that_finds_nothing_still_saves_its_caught_up_mark() {
+        let kinesis = Recorder::default();
+        let s = stages(0, 0, &kinesis);
+        let cursor = Cursor { date_time: at("2026-03-01 18:00:00"), key: 9 };
+        let mut s = Stages {
+            source: Empty(at("2026-03-03 12:00:00")),
+            sierra: s.sierra,
+            redshift: s.redshift,
+            store: Some(MemoryCursorStore::new(Some(cursor))),
+            sender: s.sender,
+            pseudonymizer: s.pseudonymizer,
+            encoder: s.encoder,
+        };
+        let summary = run(&mut s, &options()).await.unwrap();
+        assert_eq!(summary.records(), 0);
+        let store = s.store.as_ref().unwrap();
+        assert_eq!(*store.saved.lock().unwrap(), [cursor], "the same cursor, saved once with the mark");
+        assert_eq!(store.caught_up_through(), Some(at("2026-03-03 12:00:00")));
+        // With no cursor object and nothing read, nothing is created.
+        let mut s = Stages { store: Some(MemoryCursorStore::new(None)), ..s };
+        run(&mut s, &options()).await.unwrap();
+        assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
     }
 }

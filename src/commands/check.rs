@@ -1,5 +1,8 @@
 //! `check`: every dependency, one line each (tick or cross, latency, cause); sends
-//! nothing and writes nothing. Exit code 7 when anything fails.
+//! nothing and writes nothing. Exit code 7 when anything fails. The databases run the
+//! very statements of a run (through the run's own functions) with values that match
+//! nothing, and their result columns are checked against the types a run decodes, so a
+//! protocol, type or permission problem shows here rather than in the first batch.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -8,12 +11,14 @@ use std::time::{Duration, Instant};
 use crate::app::{self, AppError};
 use crate::cli::ConfigArgs;
 use crate::config::Settings;
-use sqlx::Connection as _;
 
-use crate::db::{mysql_options, pg_options, with_timeout};
+use crate::db::{connect_mysql, connect_pg, mysql_options, pg_options, with_timeout};
 use crate::domain::{Cursor, format_date_time};
 use crate::encode::fetch_encoder;
+use crate::enrich::redshift::Redshift;
+use crate::enrich::sierra::Sierra;
 use crate::retry::RetryPolicy;
+use crate::source::envisionware::Envisionware;
 use crate::state::{CursorStore as _, S3CursorStore};
 
 /// One dependency's outcome.
@@ -78,27 +83,12 @@ pub async fn check(config: &ConfigArgs) -> Result<(), AppError> {
     report(&lines)
 }
 
-/// Opens one plain PostgreSQL connection (a refused one answers at once, where a pool
-/// would keep trying until its timeout) and runs each `(table, query)`; the error names
-/// the table that failed.
-async fn probe_pg(
-    settings: &Settings,
-    query_timeout: Duration,
-    db: &crate::config::DbSettings,
-    redshift: bool,
-    queries: &[(&str, String)],
-) -> Result<(), String> {
-    let mut conn = with_timeout(
-        settings.connect_timeout,
-        sqlx::PgConnection::connect_with(&pg_options(db, redshift, settings.statement_timeout)),
-    )
-    .await
-    .map_err(|e| format!("cannot connect: {e}"))?;
-    for (table, sql) in queries {
-        with_timeout(query_timeout, sqlx::query(sql).fetch_all(&mut conn))
-            .await
-            .map_err(|e| format!("{table}: {e}"))?;
-    }
+/// Opens one plain connection and closes it: a refused connection answers at once,
+/// where a pool keeps trying until its timeout.
+async fn reachable<C: sqlx::Connection>(settings: &Settings, options: &C::Options) -> Result<(), String> {
+    let conn = with_timeout(settings.connect_timeout, C::connect_with(options))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -128,48 +118,41 @@ pub async fn dependencies(
             .map(|_| "fetched; carries every PcReserve field".to_string())
             .map_err(|e| e.to_string())
     });
+    // Each database runs the statements of a run, through the functions a run uses, on
+    // a pool opened as a run opens it.
     let envisionware = timed("Envisionware", async {
-        // One plain connection: a refused connection answers at once, where a pool would
-        // keep trying until its timeout.
-        let mut conn = with_timeout(
-            settings.connect_timeout,
-            sqlx::MySqlConnection::connect_with(&mysql_options(&settings.envisionware)),
-        )
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        with_timeout(timeout, sqlx::query("SELECT pcrKey, pcrUserID, pcrMinutesUsed, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 FROM strad_bci LIMIT 0").fetch_all(&mut conn))
+        reachable::<sqlx::MySqlConnection>(settings, &mysql_options(&settings.envisionware)).await?;
+        let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &once)
             .await
-            .map_err(|e| format!("strad_bci: {e}"))?;
-        let _ = conn.close().await;
-        Ok("connected; strad_bci readable".to_string())
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let source = Envisionware::new(pool.clone(), timeout, once).with_settle_delay(settings.settle_delay);
+        let probed = source.probe().await;
+        pool.close().await;
+        probed.map_err(|e| e.to_string())?;
+        Ok("connected; the keyset read and the retention query run, their columns decode".to_string())
     });
     let sierra = timed("Sierra", async {
-        probe_pg(
-            settings,
-            timeout,
-            &settings.sierra,
-            false,
-            &[
-                (
-                    "sierra_view.phrase_entry",
-                    "SELECT record_id, index_tag, index_entry FROM sierra_view.phrase_entry LIMIT 0".into(),
-                ),
-                (
-                    "sierra_view.patron_view",
-                    "SELECT id, barcode, ptype_code, home_library_code, pcode3 FROM sierra_view.patron_view LIMIT 0"
-                        .into(),
-                ),
-            ],
-        )
-        .await?;
-        Ok("connected; sierra_view.phrase_entry and patron_view readable".to_string())
+        let options = pg_options(&settings.sierra, false, settings.statement_timeout);
+        reachable::<sqlx::PgConnection>(settings, &options).await?;
+        let pool = connect_pg("Sierra connect", options, settings.connect_timeout, &once)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let probed = Sierra::new(pool.clone(), timeout, once).probe().await;
+        pool.close().await;
+        probed.map_err(|e| e.to_string())?;
+        Ok("connected; the phrase_entry and patron_view lookups run, their columns decode".to_string())
     });
     let redshift = timed("Redshift", async {
-        // The table name is validated by the configuration (letters, digits, `_`).
         let table = &settings.redshift_patron_table;
-        let sql = format!("SELECT patron_id, postal_code, geoid FROM {table} LIMIT 0");
-        probe_pg(settings, timeout, &settings.redshift, true, &[(table, sql)]).await?;
-        Ok(format!("connected; {table} readable"))
+        let options = pg_options(&settings.redshift, true, settings.statement_timeout);
+        reachable::<sqlx::PgConnection>(settings, &options).await?;
+        let pool = connect_pg("Redshift connect", options, settings.connect_timeout, &once)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let probed = Redshift::new(pool.clone(), table.clone(), timeout, once).probe().await;
+        pool.close().await;
+        probed.map_err(|e| e.to_string())?;
+        Ok(format!("connected; the {table} lookup runs, its columns decode"))
     });
     let kinesis = timed("Kinesis", async {
         if settings.ignore_kinesis {

@@ -81,7 +81,8 @@ pub async fn reconcile(config: &ConfigArgs, date: NaiveDate) -> Result<(), AppEr
     );
     let (rows, keys): (i64, i64) = with_timeout(
         settings.statement_timeout,
-        sqlx::query_as(&sql).bind(date.format("%Y-%m-%d").to_string()).fetch_one(&rs),
+        // Unnamed, as every Redshift statement (see `db::pg_options`).
+        sqlx::query_as(&sql).persistent(false).bind(date.format("%Y-%m-%d").to_string()).fetch_one(&rs),
     )
     .await
     .map_err(|e| AppError::Tool(format!("Redshift: {table}: {e}")))?;

@@ -227,6 +227,10 @@ pub struct Settings {
     pub settle_delay: Duration,
     /// `CURSOR_MAX_AGE_HOURS` (default 24): warn when the cursor is older.
     pub cursor_max_age: Duration,
+    /// `ENVISIONWARE_RETENTION_HOURS` (default 48, Envisionware's two days): how long
+    /// Envisionware keeps a row; a row can have been purged unread only when the poller
+    /// was last caught up longer ago than this.
+    pub envisionware_retention: Duration,
     /// `STOP_TIMEOUT_SECONDS` (default 20): how long a request in flight may still take
     /// after SIGTERM/SIGINT.
     pub stop_timeout: Duration,
@@ -284,7 +288,7 @@ const REQUIRED: [&str; 21] = [
 const REQUIRED_FOR_CACHE: [&str; 2] = ["S3_BUCKET", "S3_RESOURCE"];
 
 /// Every variable this program reads (anything else in the file is reported at debug).
-pub const KNOWN: [&str; 50] = [
+pub const KNOWN: [&str; 52] = [
     "AWS_REGION",
     "AWS_PROFILE",
     "AWS_ENDPOINT_URL",
@@ -318,6 +322,7 @@ pub const KNOWN: [&str; 50] = [
     "S3_RESOURCE",
     "PC_RESERVE_SCHEMA_URL",
     "LOG_LEVEL",
+    "LOG_FORMAT",
     "MAX_BATCHES",
     "IGNORE_CACHE",
     "IGNORE_KINESIS",
@@ -334,6 +339,7 @@ pub const KNOWN: [&str; 50] = [
     "LEASE_TTL_SECONDS",
     "SETTLE_DELAY_SECONDS",
     "CURSOR_MAX_AGE_HOURS",
+    "ENVISIONWARE_RETENTION_HOURS",
     "STOP_TIMEOUT_SECONDS",
 ];
 
@@ -672,6 +678,13 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         }
         Ok(Duration::from_secs(s))
     };
+    let hours = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+        let h: u64 = v.number(name, Some(default))?;
+        if h == 0 {
+            return Err(invalid(name, "must be at least 1 hour"));
+        }
+        Ok(Duration::from_secs(h.saturating_mul(3600)))
+    };
     let lease_resource = match v.optional("LEASE_RESOURCE") {
         Some(k) => k.to_string(),
         None if s3_resource.is_empty() => String::new(),
@@ -717,6 +730,7 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         cursor_max_age: Duration::from_secs(
             v.number::<u64>("CURSOR_MAX_AGE_HOURS", Some(24))?.saturating_mul(3600),
         ),
+        envisionware_retention: hours("ENVISIONWARE_RETENTION_HOURS", 48)?,
         stop_timeout: seconds("STOP_TIMEOUT_SECONDS", 20)?,
         secrets,
     })
@@ -894,6 +908,161 @@ mod tests {
         let s = futures_lite_block_on(raw.resolve(&kms::NoDecrypter)).unwrap();
         assert_eq!(s.kinesis_batch_size, 7);
         assert_eq!(s.envisionware_batch_size, 9);
+    }
+
+    /// The variables of the README's configuration table, each with whether it is
+    /// required: `ENVISIONWARE_DB_HOST`, `_PORT` expands to `ENVISIONWARE_DB_PORT`, and
+    /// `*_DB_SSLMODE` to the three databases' names.
+    fn documented_variables() -> Vec<(String, bool)> {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("| variable | required | notes |")
+            .nth(1)
+            .expect("the README's configuration table")
+            .split("\n\n")
+            .next()
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let required = cells[2] == "yes";
+            let names: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
+            let stem = names[0].rsplit_once('_').map_or("", |(stem, _)| stem);
+            for name in &names {
+                if let Some(rest) = name.strip_prefix('*') {
+                    for db in ["ENVISIONWARE", "SIERRA", "REDSHIFT"] {
+                        out.push((format!("{db}{rest}"), required));
+                    }
+                } else if name.starts_with('_') {
+                    out.push((format!("{stem}{name}"), required));
+                } else {
+                    out.push((name.to_string(), required));
+                }
+            }
+        }
+        out
+    }
+
+    /// What a variable changes, as text: from the validated settings, or (for the
+    /// variables read before validation) from the gathered configuration.
+    type Observe = fn(&RawConfig, &Settings) -> String;
+
+    /// One row of [`optional_variable_effects`] (the closure becomes an [`Observe`]).
+    fn effect(
+        name: &'static str,
+        value: &'static str,
+        expected: &'static str,
+        observe: Observe,
+    ) -> (&'static str, &'static str, &'static str, Observe) {
+        (name, value, expected, observe)
+    }
+
+    /// Every optional variable, a value different from its default, and what it must
+    /// change. `REDSHIFT_DB_PORT` is documented in the notes of `REDSHIFT_DB_*`.
+    fn optional_variable_effects() -> Vec<(&'static str, &'static str, &'static str, Observe)> {
+        vec![
+            effect("AWS_PROFILE", "pcr-admin", "Some(\"pcr-admin\")", |r, _| {
+                format!("{:?}", crate::app::aws_settings(r).profile)
+            }),
+            effect("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "Some(\"http://127.0.0.1:9\")", |r, _| {
+                format!("{:?}", crate::app::aws_settings(r).endpoint_url)
+            }),
+            effect("ENVISIONWARE_DB_SSLMODE", "require", "Require", |_, s| {
+                format!("{:?}", s.envisionware.ssl_mode)
+            }),
+            effect("SIERRA_DB_SSLMODE", "verify-full", "VerifyFull", |_, s| {
+                format!("{:?}", s.sierra.ssl_mode)
+            }),
+            effect("REDSHIFT_DB_SSLMODE", "disable", "Disable", |_, s| format!("{:?}", s.redshift.ssl_mode)),
+            effect("ENVISIONWARE_DB_SSLROOTCERT", "/ca/e.pem", "Some(\"/ca/e.pem\")", |_, s| {
+                format!("{:?}", s.envisionware.ssl_root_cert)
+            }),
+            effect("SIERRA_DB_SSLROOTCERT", "/ca/s.pem", "Some(\"/ca/s.pem\")", |_, s| {
+                format!("{:?}", s.sierra.ssl_root_cert)
+            }),
+            effect("REDSHIFT_DB_SSLROOTCERT", "/ca/r.pem", "Some(\"/ca/r.pem\")", |_, s| {
+                format!("{:?}", s.redshift.ssl_root_cert)
+            }),
+            effect("REDSHIFT_DB_PORT", "5440", "5440", |_, s| s.redshift.port.to_string()),
+            effect("KINESIS_MAX_RECORDS_PER_SECOND", "0", "0", |_, s| {
+                s.kinesis_records_per_second.to_string()
+            }),
+            effect("LOG_LEVEL", "debug", "Debug", |_, s| format!("{:?}", s.log_level)),
+            effect("LOG_FORMAT", "json", "Some(\"json\")", |r, _| format!("{:?}", r.plain("LOG_FORMAT"))),
+            effect("MAX_BATCHES", "3", "Some(3)", |_, s| format!("{:?}", s.max_batches)),
+            effect("IGNORE_CACHE", "true", "true", |_, s| s.ignore_cache.to_string()),
+            effect("IGNORE_KINESIS", "yes", "true", |_, s| s.ignore_kinesis.to_string()),
+            effect("PCR_DATE_TIME", "2024-05-01 10:00:00", "2024-05-01 10:00:00 0", |_, s| {
+                s.start_cursor.map_or("None".into(), |c| format!("{} {}", c.date_time, c.key))
+            }),
+            effect("PCR_KEY", "40", "2023-01-01 00:00:00 40", |_, s| {
+                s.start_cursor.map_or("None".into(), |c| format!("{} {}", c.date_time, c.key))
+            }),
+            effect("PSEUDONYM_THREADS", "3", "3", |_, s| s.pseudonym_threads.to_string()),
+            effect("PSEUDONYM_KERNEL", "crate", "Crate", |_, s| format!("{:?}", s.pseudonym_kernel)),
+            effect("RETRY_ATTEMPTS", "9", "9", |_, s| s.retry.attempts.to_string()),
+            effect("RETRY_BASE_DELAY_MS", "5", "5ms", |_, s| format!("{:?}", s.retry.base_delay)),
+            effect("DB_CONNECT_TIMEOUT_SECONDS", "7", "7s", |_, s| format!("{:?}", s.connect_timeout)),
+            effect("DB_STATEMENT_TIMEOUT_SECONDS", "8", "8s", |_, s| format!("{:?}", s.statement_timeout)),
+            effect("SCHEMA_TIMEOUT_SECONDS", "9", "9s", |_, s| format!("{:?}", s.schema_timeout)),
+            effect("LEASE_RESOURCE", "locks/p", "locks/p", |_, s| s.lease_resource.clone()),
+            effect("LEASE_TTL_SECONDS", "30", "30s", |_, s| format!("{:?}", s.lease_ttl)),
+            effect("STOP_TIMEOUT_SECONDS", "5", "5s", |_, s| format!("{:?}", s.stop_timeout)),
+            effect("SETTLE_DELAY_SECONDS", "3600", "3600s", |_, s| format!("{:?}", s.settle_delay)),
+            effect("CURSOR_MAX_AGE_HOURS", "6", "21600s", |_, s| format!("{:?}", s.cursor_max_age)),
+            effect("ENVISIONWARE_RETENTION_HOURS", "72", "259200s", |_, s| {
+                format!("{:?}", s.envisionware_retention)
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_documented_variable_is_read_from_the_environment() {
+        let documented = documented_variables();
+        assert!(documented.len() >= 40, "the README table was not parsed: {documented:?}");
+        for (name, _) in &documented {
+            assert!(KNOWN.contains(&name.as_str()), "{name} is documented but not read from the environment");
+        }
+    }
+
+    #[test]
+    fn each_optional_variable_takes_effect_set_in_the_environment_alone() {
+        let effects = optional_variable_effects();
+        for (name, required) in documented_variables() {
+            if !required {
+                assert!(
+                    effects.iter().any(|(n, ..)| *n == name),
+                    "{name} is documented as optional but has no row in optional_variable_effects()"
+                );
+            }
+        }
+        let file = || yaml::ConfigFile { plaintext: complete_plaintext(), encrypted: BTreeMap::new() };
+        for (name, value, expected, observe) in effects {
+            assert!(!complete_plaintext().contains_key(name), "{name} must not be in the file");
+            let observed = |env: &dyn Fn(&str) -> Option<String>| {
+                let raw = RawConfig::from_parts(file(), env, &BTreeMap::new());
+                let settings = futures_lite_block_on(raw.clone().resolve(&kms::NoDecrypter))
+                    .unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+                observe(&raw, &settings)
+            };
+            let with = observed(&|n| (n == name).then(|| value.to_string()));
+            assert_eq!(with, expected, "{name}={value} set in the environment");
+            let without = observed(&|_| None);
+            assert_ne!(without, expected, "{name}: the default already gives {expected}");
+        }
+    }
+
+    #[test]
+    fn a_flag_beats_the_environment_which_beats_the_file_for_log_format() {
+        let mut plaintext = complete_plaintext();
+        plaintext.insert("LOG_FORMAT".into(), "text".into());
+        let file = || yaml::ConfigFile { plaintext: plaintext.clone(), encrypted: BTreeMap::new() };
+        let env = |n: &str| (n == "LOG_FORMAT").then(|| "json".to_string());
+        let raw = RawConfig::from_parts(file(), &env, &BTreeMap::new());
+        assert_eq!(raw.plain("LOG_FORMAT"), Some("json"));
+        let flags: BTreeMap<String, String> = [("LOG_FORMAT".to_string(), "text".to_string())].into();
+        let raw = RawConfig::from_parts(file(), &env, &flags);
+        assert_eq!(raw.plain("LOG_FORMAT"), Some("text"));
     }
 
     /// A decrypter that answers every ciphertext with `plain-` + its base64.

@@ -1,19 +1,26 @@
 //! Redshift: pseudonymous patron id -> postal code and census tract, from `patron_info`
 //! (or `patron_info_<REDSHIFT_DB_NAME>`). Redshift has no array type, so the ids are
-//! bound as scalar text parameters in chunks.
+//! bound as scalar text parameters in chunks, in an unnamed statement. `postal_code` and
+//! `geoid` are cast to `VARCHAR` in the query: they are not text columns in every
+//! cluster, and the original sent whatever came back in its text form. Text parameters
+//! and text results have the same bytes in the binary format the driver asks for, so
+//! nothing depends on Redshift's binary encodings.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::Row as _;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, Postgres};
+use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{Geo, GeoDirectory, GeoRow, geo_by_patron};
-use crate::db::{DbError, with_timeout};
+use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::retry::{RetryPolicy, retry};
 
 /// Parameters per Redshift query.
 const CHUNK: usize = 500;
+
+/// What `check` looks up: no pseudonym (bcrypt's alphabet has no space or colon).
+const NO_SUCH_PATRON: &str = "check: no such patron";
 
 /// The Redshift lookup.
 #[derive(Debug, Clone)]
@@ -34,10 +41,31 @@ impl Redshift {
     fn query_text(&self, n: usize) -> String {
         let params: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
         format!(
-            "SELECT patron_id, postal_code, geoid FROM {} WHERE patron_id IN ({})",
+            "SELECT patron_id, CAST(postal_code AS VARCHAR) AS postal_code, CAST(geoid AS VARCHAR) AS geoid \
+             FROM {} WHERE patron_id IN ({})",
             self.table,
             params.join(", ")
         )
+    }
+}
+
+impl Redshift {
+    /// What `check` runs: the lookup exactly as a run sends it, for an id that matches
+    /// nothing, then its result columns checked against the types a run decodes them as.
+    /// The column check prepares a named statement, so its connection is closed after.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        let lookup = context(&self.table);
+        self.geo_by_patron(&[NO_SUCH_PATRON.to_string()]).await.map_err(&lookup)?;
+        let mut conn = with_timeout(self.statement_timeout, self.pool.acquire()).await?;
+        let sql = self.query_text(1);
+        let statement = with_timeout(self.statement_timeout, conn.prepare(&sql)).await.map_err(&lookup)?;
+        let columns = statement.columns();
+        for name in ["patron_id", "postal_code", "geoid"] {
+            expect_column::<Postgres, Option<String>>(columns, name).map_err(&lookup)?;
+        }
+        drop(statement);
+        let _ = conn.close().await;
+        Ok(())
     }
 }
 

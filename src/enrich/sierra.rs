@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::Row as _;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, Postgres};
+use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{PatronDirectory, PatronMatch, PatronRow, PhraseEntry, match_patrons, patron_ids_by_barcode};
-use crate::db::{DbError, with_timeout};
+use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::retry::{RetryPolicy, retry};
 
 /// Phrase entries whose tagged form equals one of `$1` (`'b' || barcode`).
@@ -36,6 +36,32 @@ impl Sierra {
     /// A lookup on an open pool.
     pub fn new(pool: PgPool, statement_timeout: Duration, retry: RetryPolicy) -> Self {
         Self { pool, statement_timeout, retry }
+    }
+
+    /// What `check` runs: both lookups exactly as a run sends them, with arrays that
+    /// match nothing, then the result columns of both statements checked against the
+    /// types a run decodes them as.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        self.phrase_entries(&[]).await.map_err(context("phrase_entry lookup"))?;
+        self.patron_rows(&[]).await.map_err(context("patron_view lookup"))?;
+        let mut conn = with_timeout(self.statement_timeout, self.pool.acquire()).await?;
+        let phrase = with_timeout(self.statement_timeout, conn.prepare(PHRASE_ENTRIES))
+            .await
+            .map_err(context("phrase_entry lookup"))?;
+        let columns = phrase.columns();
+        expect_column::<Postgres, String>(columns, "tagged").map_err(context("phrase_entry lookup"))?;
+        expect_column::<Postgres, i64>(columns, "record_id").map_err(context("phrase_entry lookup"))?;
+        let patrons = with_timeout(self.statement_timeout, conn.prepare(PATRONS))
+            .await
+            .map_err(context("patron_view lookup"))?;
+        let columns = patrons.columns();
+        let patron_view = context("patron_view lookup");
+        expect_column::<Postgres, i64>(columns, "id").map_err(&patron_view)?;
+        expect_column::<Postgres, Option<String>>(columns, "barcode").map_err(&patron_view)?;
+        expect_column::<Postgres, Option<i32>>(columns, "ptype_code").map_err(&patron_view)?;
+        expect_column::<Postgres, Option<i32>>(columns, "pcode3").map_err(&patron_view)?;
+        expect_column::<Postgres, Option<String>>(columns, "home_library_code").map_err(&patron_view)?;
+        Ok(())
     }
 
     async fn phrase_entries(&self, tagged: &[String]) -> Result<Vec<PhraseEntry>, DbError> {

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
-use sqlx::Row as _;
-use sqlx::mysql::MySqlPool;
+use chrono::{NaiveDate, NaiveDateTime};
+use sqlx::mysql::{MySql, MySqlPool};
+use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{ReservationSource, Retention};
-use crate::db::{DbError, with_timeout};
+use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::domain::{Cursor, Reservation};
 use crate::retry::{RetryPolicy, retry};
 
@@ -57,6 +57,39 @@ impl Envisionware {
         self
     }
 
+    /// The keyset read this reader sends: with or without the settle delay.
+    fn read_statement(&self) -> &'static str {
+        if self.settle_delay.as_secs() == 0 { READ_AFTER } else { READ_AFTER_SETTLED }
+    }
+
+    /// What `check` runs: the keyset read exactly as a run sends it, after the last
+    /// possible cursor (so it matches nothing), and the retention query; then the result
+    /// columns of both checked against the types a run decodes them as.
+    pub async fn probe(&self) -> Result<(), DbError> {
+        let keyset = context("keyset read");
+        let last = NaiveDate::from_ymd_opt(9999, 12, 31)
+            .and_then(|d| d.and_hms_opt(23, 59, 59))
+            .ok_or_else(|| DbError { message: "no last date-time".into(), transient: false })?;
+        self.read_after(Cursor { date_time: last, key: i64::MAX }, 1).await.map_err(&keyset)?;
+        self.retention().await.map_err(context("retention query"))?;
+        let mut conn = with_timeout(self.statement_timeout, self.pool.acquire()).await?;
+        let read = with_timeout(self.statement_timeout, conn.prepare(self.read_statement()))
+            .await
+            .map_err(&keyset)?;
+        let columns = read.columns();
+        expect_column::<MySql, i64>(columns, "pcr_key").map_err(&keyset)?;
+        expect_column::<MySql, Option<i64>>(columns, "minutes").map_err(&keyset)?;
+        expect_column::<MySql, NaiveDateTime>(columns, "pcrDateTime").map_err(&keyset)?;
+        for text in ["pcrUserID", "pcrBranch", "pcrArea", "pcrUserData1"] {
+            expect_column::<MySql, Option<Vec<u8>>>(columns, text).map_err(&keyset)?;
+        }
+        let retention = context("retention query");
+        let held = with_timeout(self.statement_timeout, conn.prepare(RETENTION)).await.map_err(&retention)?;
+        expect_column::<MySql, Option<NaiveDateTime>>(held.columns(), "oldest").map_err(&retention)?;
+        expect_column::<MySql, NaiveDateTime>(held.columns(), "db_now").map_err(&retention)?;
+        Ok(())
+    }
+
     /// The pool, for tools that run their own queries.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
@@ -82,15 +115,11 @@ impl ReservationSource for Envisionware {
             |e: &DbError| e.transient,
             || {
                 let settle = i64::try_from(self.settle_delay.as_secs()).unwrap_or(i64::MAX);
-                let query = if settle == 0 {
-                    sqlx::query(READ_AFTER).bind(after.date_time).bind(after.date_time).bind(after.key)
-                } else {
-                    sqlx::query(READ_AFTER_SETTLED)
-                        .bind(after.date_time)
-                        .bind(after.date_time)
-                        .bind(after.key)
-                        .bind(settle)
-                };
+                let query = sqlx::query(self.read_statement())
+                    .bind(after.date_time)
+                    .bind(after.date_time)
+                    .bind(after.key);
+                let query = if settle == 0 { query } else { query.bind(settle) };
                 with_timeout(self.statement_timeout, query.bind(limit).fetch_all(&self.pool))
             },
         )
@@ -122,6 +151,8 @@ impl ReservationSource for Envisionware {
         .await?;
         let oldest: Option<NaiveDateTime> = row.try_get("oldest").map_err(|e| DbError::from_sqlx(&e))?;
         let now: NaiveDateTime = row.try_get("db_now").map_err(|e| DbError::from_sqlx(&e))?;
-        Ok(Some(Retention { oldest, now }))
+        let settle = chrono::TimeDelta::from_std(self.settle_delay).unwrap_or(chrono::TimeDelta::MAX);
+        let readable_through = now.checked_sub_signed(settle).unwrap_or(NaiveDateTime::MIN);
+        Ok(Some(Retention { oldest, now, readable_through }))
     }
 }

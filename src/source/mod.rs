@@ -33,4 +33,7 @@ pub struct Retention {
     pub oldest: Option<NaiveDateTime>,
     /// The database's clock.
     pub now: NaiveDateTime,
+    /// The newest `pcrDateTime` a read at `now` returns: `now` less the settle delay.
+    /// Once a run has read everything, every row stamped up to this time has been seen.
+    pub readable_through: NaiveDateTime,
 }

@@ -3,6 +3,9 @@
 
 mod bad_input;
 mod binary;
+mod closure;
+mod databases;
+mod precedence;
 mod runs;
 mod safety;
 mod security;
