@@ -203,7 +203,7 @@ impl RetrievalStatus {
     }
 }
 
-/// One `PcReserve` record, fields in schema order (SPEC section 4).
+/// One `PcReserve` record, fields in schema order (behaviour §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PcReserveRecord {
     /// Pseudonym of the Sierra patron id, or of `barcode <barcode>` when not found.

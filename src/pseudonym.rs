@@ -1,5 +1,5 @@
 //! Pseudonyms: every identifier leaves the poller as the bcrypt hash of its UTF-8 bytes
-//! under the configured salt, minus the 29-character salt prefix (SPEC section 5).
+//! under the configured salt, minus the 29-character salt prefix (behaviour §5).
 //!
 //! [`Salt`] validates and holds the secret salt; [`pseudonym`] is the pure function;
 //! [`Pseudonymizer`] is the batch API the pipeline uses: it hashes each distinct value

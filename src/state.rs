@@ -1,5 +1,5 @@
 //! The cursor in S3: `{"pcr_key": "...", "pcr_date_time": "..."}` in `S3_BUCKET` at
-//! `S3_RESOURCE`, the same object the original service reads and writes (SPEC section 8).
+//! `S3_RESOURCE`, the same object the original service reads and writes (behaviour §8).
 //!
 //! Writes are conditional: `If-Match` on the ETag this run last saw, or
 //! `If-None-Match: *` when the object did not exist, so a second writer is detected

@@ -1,5 +1,5 @@
 //! Configuration: `config/<ENVIRONMENT>.yaml` plus the process environment plus flags,
-//! validated into [`Settings`] before anything else happens (SPEC section 2).
+//! validated into [`Settings`] before anything else happens (behaviour §2).
 //!
 //! Precedence, highest first: command-line flags, the process environment, the file
 //! (`PLAINTEXT_VARIABLES`, or `ENCRYPTED_VARIABLES` decrypted with KMS). A variable set in

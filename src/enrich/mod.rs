@@ -1,6 +1,6 @@
 //! Who made each reservation: Sierra maps barcodes to patrons and their attributes,
 //! Redshift maps pseudonymous patron ids to postal codes and census tracts. This module
-//! holds the matching rules of SPEC section 4 as pure functions; the submodules fetch.
+//! holds the matching rules of behaviour §4 as pure functions; the submodules fetch.
 
 pub mod redshift;
 pub mod sierra;

@@ -1,4 +1,4 @@
-//! Whole runs through the library against the local stack: the rules of SPEC section 4
+//! Whole runs through the library against the local stack: the rules of behaviour §4
 //! end to end, batching, MAX_BATCHES, IGNORE_CACHE, resuming, tie groups.
 
 use crate::support::{TestEnv, by_key, dt, p, row};
