@@ -102,7 +102,8 @@ def _kms_resource(self) -> str:
     if not key and body.get("CiphertextBlob"):
         try:
             blob = base64.b64decode(body["CiphertextBlob"])
-            key = _deserialize_ciphertext_blob(blob).key_id.decode("utf-8")
+            key = _deserialize_ciphertext_blob(blob).key_id
+            key = key.decode("utf-8") if isinstance(key, bytes) else key
         except Exception:  # not a moto ciphertext: moto's own answer follows
             return "*"
     if not key:

@@ -4,6 +4,7 @@
 mod bad_input;
 mod binary;
 mod runs;
+mod s3_real_answers;
 mod safety;
 mod security;
 mod stopping;
