@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod binary;
+mod least_privilege;
 mod runs;
 mod s3_real_answers;
 mod safety;
