@@ -196,7 +196,8 @@ async fn removing_any_statement_fails_the_command_that_needs_it_naming_the_permi
     for sid in sids {
         let (id, secret) = &users.without[sid];
         for (command, code, says) in &cases[sid] {
-            let out = run_as(&[&["-c", cfg.as_str()][..], command].concat(), &moto.endpoint, id, secret);
+            let out =
+                run_as(&[&["-c", cfg.as_str()][..], command.as_slice()].concat(), &moto.endpoint, id, secret);
             let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
             assert_eq!(out.status.code(), Some(*code), "without {sid}, {command:?}: {all}");
             let line = all
