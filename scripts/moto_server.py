@@ -31,10 +31,14 @@
    "key": "<optional key regex>"}` (rate 0 removes the rule); `GET /_pcr/lost-responses`
    lists the rules and how many answers each lost. Every seed is printed on standard error.
 
-4. IAM resources for KMS and Kinesis. moto authorises KMS and Kinesis calls against the
-   resource `*`, so a policy scoped to a key or stream ARN (as real IAM policies are) would
-   never match. The key ARN (from `KeyId` or, for Decrypt, from the ciphertext) and the
-   stream ARN (`StreamARN` or `StreamName`) are given to moto's evaluation instead.
+4. IAM for KMS and Kinesis. moto authorises KMS and Kinesis calls against the resource
+   `*`, so a policy scoped to a key or stream ARN (as real IAM policies are) would never
+   match. The key ARN (from `KeyId` or, for Decrypt, from the ciphertext) and the stream
+   ARN (`StreamARN` or `StreamName`) are given to moto's evaluation instead. And moto
+   refuses them with its XML error and HTTP 403, where the real services answer 400 with
+   JSON `{"__type": "AccessDeniedException", "message": ...}`
+   (https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html): the wrapper
+   answers like them.
 
 Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`), plus `--exit-with-parent`: stop
 when the process that started this one exits (tests start a server of their own with it).
@@ -307,6 +311,19 @@ def _answer(start_response, status: str, headers: list, body: bytes):
     return [body]
 
 
+def _json_access_denied(app, environ, start_response):
+    """A refusal of a JSON-protocol call (KMS, Kinesis) as the real services send it: HTTP
+    400 with `{"__type": "AccessDeniedException", "message": ...}`; moto sends its XML
+    query-protocol error with 403, which the SDKs cannot parse."""
+    status, headers, body = _call_app(app, environ)
+    if status.startswith("403") and b"<Code>AccessDenied</Code>" in body:
+        m = re.search(rb"<Message>(.*?)</Message>", body, re.S)
+        message = m.group(1).decode("utf-8", "replace") if m else "Access Denied"
+        answer = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
+        return _answer(start_response, "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")], answer)
+    return _answer(start_response, status, headers, body)
+
+
 _original_call = DomainDispatcherApplication.__call__
 
 
@@ -315,6 +332,8 @@ def _call(self, environ, start_response):
         return _control(environ, start_response)
     target = _s3_object(environ)
     method = environ.get("REQUEST_METHOD", "")
+    if target is None and environ.get("HTTP_X_AMZ_TARGET") and _iam_enforced():
+        return _json_access_denied(lambda e, s: _original_call(self, e, s), environ, start_response)
     if target is None:
         return _original_call(self, environ, start_response)
     bucket, key = target

@@ -14,7 +14,7 @@ use crate::pipeline::{RunOptions, Stages};
 use crate::progress::TerminalProgress;
 use crate::sink::{Kinesis, Sender};
 use crate::source::ReservationSource;
-use crate::state::{CursorStore as _, S3CursorStore};
+use crate::state::S3CursorStore;
 
 /// A source that ends before `until`: rows at or after it are never returned.
 #[derive(Debug)]

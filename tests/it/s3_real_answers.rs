@@ -140,10 +140,10 @@ async fn without_list_bucket_no_command_reads_a_missing_object_and_a_first_run_s
     );
 
     // `cursor set` creates it without reading it.
-    let out = run(&["cursor", "set", "--date-time", "2023-01-01 00:00:00", "--key", "0", "--yes"]);
+    let out = run(&["cursor", "set", "--date-time", "2024-06-01 10:00:00", "--key", "0", "--yes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("(no cursor object) -> 2023-01-01 00:00:00 key 0"),
+        text(&out.stdout).contains("(no cursor object) -> 2024-06-01 10:00:00 key 0"),
         "{}",
         text(&out.stdout)
     );
