@@ -622,11 +622,11 @@ def scenario_s3lost(binary, rows, rate=0.5):
     try:
         env.insert(rows)
         # Real deployments start from an existing cursor (without s3:ListBucket a missing
-        # one reads as 403); this is the original's format.
+        # one reads as 403): the original's format, just before the first reservation.
         env.s3.put_object(
             Bucket=env.bucket,
             Key=env.cursor_key,
-            Body=json.dumps({"pcr_key": "0", "pcr_date_time": "2023-01-01 00:00:00"}).encode(),
+            Body=json.dumps({"pcr_key": "0", "pcr_date_time": "2024-06-01 00:00:00"}).encode(),
         )
         lose_answers(env.bucket, rate, seed)
         log(f"s3lost: {rate:.0%} of the answers to writes in {env.bucket} lost, seed {seed}")
@@ -644,7 +644,7 @@ def scenario_s3lost(binary, rows, rate=0.5):
             raise SystemExit(f"s3lost (seed {seed}): no answer was lost")
         if dups:
             raise SystemExit(f"s3lost (seed {seed}): {dups} duplicates")
-        log(f"s3lost: {lost_answers} answers lost, one run, exit 0, lost {lost}, duplicates {dups}")
+        log(f"s3lost: {lost_answers} answers lost, exit 0, lost {lost}, duplicates {dups}")
         return {
             "cmd": "s3lost",
             "fault": f"S3 commits {rate:.0%} of the cursor and lease writes but the answer is lost (500; the retry gets 412/404), caller without s3:ListBucket",
