@@ -152,6 +152,9 @@ async fn every_command_runs_with_exactly_the_shipped_policy() {
     env.cleanup().await;
 }
 
+/// A command, the exit code it must end with, and what one of its lines must say.
+type Case = (Vec<&'static str>, i32, &'static str);
+
 #[tokio::test]
 async fn removing_any_statement_fails_the_command_that_needs_it_naming_the_permission() {
     let (moto, env, cfg, users, _dir) = setup().await;
@@ -165,7 +168,7 @@ async fn removing_any_statement_fails_the_command_that_needs_it_naming_the_permi
     assert!(full.status.success(), "{}", text(&full.stderr));
 
     // Statement -> (command, exit code, what its output must say).
-    let cases: BTreeMap<&str, Vec<(Vec<&str>, i32, &str)>> = BTreeMap::from([
+    let cases: BTreeMap<&str, Vec<Case>> = BTreeMap::from([
         (
             "DecryptTheConfiguration",
             vec![
