@@ -12,6 +12,8 @@ shared servers are never stopped. Faults:
   kinesis  an HTTP proxy in front of moto fails a share of PutRecords entries
            (ProvisionedThroughputExceededException, InternalFailure) without forwarding them
   two      two pollers started at once on the same cursor
+  s3lost   moto commits half of the cursor and lease writes and answers 500 (the answer is
+           lost; the SDK's retry fails its precondition), for a caller without s3:ListBucket
 
 Usage: fault_suite.py BINARY [--quick] [--kills N] [--only NAME,...] [--table]
 """
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -597,17 +600,78 @@ def scenario_two(binary, rows):
         env.cleanup()
 
 
+def lose_answers(bucket, rate, seed):
+    """Turns moto_server.py's lost answers on (rate > 0) or off for `bucket`."""
+    req = urllib.request.Request(
+        f"{pc.moto_endpoint().rstrip('/')}/_pcr/lost-responses",
+        data=json.dumps({"bucket": bucket, "rate": rate, "seed": seed}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def lost_count(bucket):
+    rules = json.loads(urllib.request.urlopen(f"{pc.moto_endpoint().rstrip('/')}/_pcr/lost-responses", timeout=10).read())
+    return next((r["lost"] for r in rules if r["bucket"] == bucket), 0)
+
+
+def scenario_s3lost(binary, rows, rate=0.5):
+    env = Env("s3lost")
+    seed = random.SystemRandom().randrange(2**32)
+    try:
+        env.insert(rows)
+        # Real deployments start from an existing cursor (without s3:ListBucket a missing
+        # one reads as 403): the original's format, just before the first reservation.
+        env.s3.put_object(
+            Bucket=env.bucket,
+            Key=env.cursor_key,
+            Body=json.dumps({"pcr_key": "0", "pcr_date_time": "2024-06-01 00:00:00"}).encode(),
+        )
+        lose_answers(env.bucket, rate, seed)
+        log(f"s3lost: {rate:.0%} of the answers to writes in {env.bucket} lost, seed {seed}")
+        variables = env.variables()
+        variables["AWS_ACCESS_KEY_ID"] = "AKIAPCRWITHOUTLIST01"
+        variables["KINESIS_MAX_RECORDS_PER_SECOND"] = "1000"
+        run_to_completion(binary, env, variables, f"s3lost (seed {seed})")
+        lost_answers = lost_count(env.bucket)
+        lose_answers(env.bucket, 0, None)
+        lost, dups = check_complete(env, f"s3lost (seed {seed})")
+        cursor = env.cursor()
+        if cursor is None or int(cursor["pcr_key"]) != rows:
+            raise SystemExit(f"s3lost (seed {seed}): cursor {cursor}, expected key {rows}")
+        if lost_answers == 0:
+            raise SystemExit(f"s3lost (seed {seed}): no answer was lost")
+        if dups:
+            raise SystemExit(f"s3lost (seed {seed}): {dups} duplicates")
+        log(f"s3lost: {lost_answers} answers lost, exit 0, lost {lost}, duplicates {dups}")
+        return {
+            "cmd": "s3lost",
+            "fault": f"S3 commits {rate:.0%} of the cursor and lease writes but the answer is lost (500; the retry gets 412/404), caller without s3:ListBucket",
+            "lost": lost,
+            "max_dup": dups,
+            "total_dup": dups,
+            "detail": f"{lost_answers} lost answers recognised as the run's own writes; exit 0, cursor at the last reservation",
+        }
+    finally:
+        try:
+            lose_answers(env.bucket, 0, None)
+        except Exception:
+            pass
+        env.cleanup()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("binary")
     ap.add_argument("--quick", action="store_true", help="CI-sized: fewer kills and rows")
     ap.add_argument("--kills", type=int, help="SIGKILLs (default 20, --quick 5)")
-    ap.add_argument("--only", help="comma-separated: kill,mysql,postgres,kinesis,two")
+    ap.add_argument("--only", help="comma-separated: kill,mysql,postgres,kinesis,two,s3lost")
     ap.add_argument("--table", action="store_true", help="print a Markdown table of the outcomes")
     args = ap.parse_args()
     kills = args.kills or (5 if args.quick else 20)
     rows = 1500 if args.quick else 4000
-    only = set((args.only or "kill,mysql,postgres,kinesis,two").split(","))
+    only = set((args.only or "kill,mysql,postgres,kinesis,two,s3lost").split(","))
     started = time.time()
     results = []
     if "kill" in only:
@@ -620,6 +684,8 @@ def main():
         results.append(scenario_kinesis(args.binary, 1000 if args.quick else 3000))
     if "two" in only:
         results.append(scenario_two(args.binary, 1000 if args.quick else 3000))
+    if "s3lost" in only:
+        results.append(scenario_s3lost(args.binary, 500 if args.quick else 2000))
     if args.table:
         print("| fault | command | records lost | duplicates | outcome |")
         print("| --- | --- | --- | --- | --- |")

@@ -1,16 +1,57 @@
 #!/usr/bin/env python3
-"""moto's server (the local S3, Kinesis and KMS), with one fix to its Kinesis emulation.
+"""moto's server (the local S3, Kinesis and KMS), made to answer like the real services.
 
-moto 5 finds a shard's last sequence number by copying every key of the shard into a
-list, once per record put (`Shard.get_max_sequence_number`), so each PutRecords costs
-time in proportion to the records already on the stream: a 10,000-record run spent about
-30% of the emulator's CPU there, on the same two cores the poller hashes on, and 100,000
-record runs were bound by it. Real Kinesis has no such cost. The fix reads the last key of
-the (ordered) dict directly; sequence numbers, order and every answer stay the same.
+1. Kinesis sequence numbers in constant time. moto 5 finds a shard's last sequence number
+   by copying every key of the shard into a list, once per record put
+   (`Shard.get_max_sequence_number`), so each PutRecords costs time in proportion to the
+   records already on the stream: a 10,000-record run spent about 30% of the emulator's CPU
+   there, and 100,000 record runs were bound by it. Real Kinesis has no such cost. The fix
+   reads the last key of the (ordered) dict directly; sequence numbers, order and every
+   answer stay the same.
 
-Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`).
+2. A missing key is 403 to a caller without s3:ListBucket. Real S3 answers a GET or HEAD of
+   a key that does not exist with 404 NoSuchKey only when the caller may list the bucket;
+   otherwise with 403 AccessDenied
+   (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html, "Permissions";
+   https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html). moto always answers
+   404. Here, when moto enforces IAM (`INITIAL_NO_AUTH_ACTION_COUNT` requests have passed),
+   "may list" is moto's own policy evaluation of `s3:ListBucket` on `arn:aws:s3:::<bucket>`
+   for the caller's access key; when it does not, the access key ids in
+   `PCR_MOTO_WITHOUT_LISTBUCKET` (comma-separated; default `AKIAPCRWITHOUTLIST01`) lack it
+   and every other key has it.
+
+3. Lost responses, on request. Real S3 can commit a write and still fail to deliver the
+   answer (a 500, a 503, a timeout); the SDK then retries the same request, which now meets
+   its own write (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-requests.html).
+   With a rule on, a PUT or DELETE of an object in a matching bucket is committed by moto
+   and then, at the rule's rate, answered `500 InternalError` instead of moto's answer.
+   Rules come from `PCR_MOTO_LOST_RESPONSES` (`<bucket regex>=<rate>[,...]`, seed in
+   `PCR_MOTO_LOST_RESPONSES_SEED`, else random) or at run time from the control endpoint
+   `POST /_pcr/lost-responses` with JSON `{"bucket": "<regex>", "rate": 0.5, "seed": 7,
+   "key": "<optional key regex>"}` (rate 0 removes the rule); `GET /_pcr/lost-responses`
+   lists the rules and how many answers each lost. Every seed is printed on standard error.
+
+4. IAM for KMS and Kinesis. moto authorises KMS and Kinesis calls against the resource
+   `*`, so a policy scoped to a key or stream ARN (as real IAM policies are) would never
+   match. The key ARN (from `KeyId` or, for Decrypt, from the ciphertext) and the stream
+   ARN (`StreamARN` or `StreamName`) are given to moto's evaluation instead. And moto
+   refuses them with its XML error and HTTP 403, where the real services answer 400 with
+   JSON `{"__type": "AccessDeniedException", "message": ...}`
+   (https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html): the wrapper
+   answers like them.
+
+Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`), plus `--exit-with-parent`: stop
+when the process that started this one exits (tests start a server of their own with it).
 """
+import base64
+import json
+import os
+import random
+import re
 import sys
+import threading
+import time
+from urllib.parse import parse_qs, unquote
 
 from moto.kinesis import models
 
@@ -26,7 +67,316 @@ def _max_sequence_number(self) -> int:
 models.Shard.get_min_sequence_number = _min_sequence_number
 models.Shard.get_max_sequence_number = _max_sequence_number
 
-from moto.server import main  # noqa: E402  (after the patch, as the server imports models)
+from moto import settings  # noqa: E402  (after the patch, as the server imports models)
+from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
+from moto.kinesis.responses import KinesisResponse  # noqa: E402
+from moto.kms.responses import KmsResponse  # noqa: E402
+from moto.kms.utils import _deserialize_ciphertext_blob  # noqa: E402
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+from moto.server import main  # noqa: E402
+
+WITHOUT_LISTBUCKET = {
+    k.strip()
+    for k in os.environ.get("PCR_MOTO_WITHOUT_LISTBUCKET", "AKIAPCRWITHOUTLIST01").split(",")
+    if k.strip()
+}
+
+# Sub-resources whose GET/HEAD is not a read of the object itself.
+_NOT_OBJECT_READS = {"uploadId", "uploads", "acl", "tagging", "attributes", "legal-hold", "retention", "torrent"}
+
+
+def log(message: str) -> None:
+    print(f"moto_server.py: {message}", file=sys.stderr, flush=True)
+
+
+# --- 4. resources for KMS and Kinesis -------------------------------------------------------
+
+
+def _json_body(response) -> dict:
+    try:
+        body = json.loads(response.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _kms_resource(self) -> str:
+    body = _json_body(self)
+    key = body.get("KeyId")
+    if not key and body.get("CiphertextBlob"):
+        try:
+            blob = base64.b64decode(body["CiphertextBlob"])
+            key = _deserialize_ciphertext_blob(blob).key_id
+            key = key.decode("utf-8") if isinstance(key, bytes) else key
+        except Exception:  # not a moto ciphertext: moto's own answer follows
+            return "*"
+    if not key:
+        return "*"
+    if key.startswith("arn:"):
+        return key
+    if key.startswith("alias/"):
+        return f"arn:aws:kms:{self.region}:{self.current_account}:{key}"
+    return f"arn:aws:kms:{self.region}:{self.current_account}:key/{key}"
+
+
+def _kinesis_resource(self) -> str:
+    body = _json_body(self)
+    if body.get("StreamARN"):
+        return body["StreamARN"]
+    if body.get("StreamName"):
+        return f"arn:aws:kinesis:{self.region}:{self.current_account}:stream/{body['StreamName']}"
+    return "*"
+
+
+KmsResponse._determine_resource = _kms_resource
+KinesisResponse._determine_resource = _kinesis_resource
+
+
+# --- 2. who may list a bucket ---------------------------------------------------------------
+
+
+def _iam_enforced() -> bool:
+    return ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT
+
+
+def _access_key_id(environ) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    m = re.search(r"Credential=([^/,\s]+)/", auth)
+    if m:
+        return m.group(1)
+    qs = parse_qs(environ.get("QUERY_STRING", ""))
+    cred = qs.get("X-Amz-Credential", [""])[0]
+    return cred.split("/")[0] or None
+
+
+def _may_list_bucket(environ, bucket: str) -> bool:
+    key_id = _access_key_id(environ)
+    if not _iam_enforced():
+        return key_id not in WITHOUT_LISTBUCKET
+    from moto.iam.access_control import (
+        CreateAccessKeyFailure,
+        IAMPolicy,
+        PermissionResult,
+        create_access_key,
+    )
+    from moto.iam.models import get_account_id_from
+
+    if not key_id:
+        return False
+    try:
+        access_key = create_access_key(
+            account_id=get_account_id_from(key_id),
+            partition="aws",
+            access_key_id=key_id,
+            headers={k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")},
+        )
+    except CreateAccessKeyFailure:
+        return False
+    permitted = False
+    for policy in access_key.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted("s3:ListBucket", f"arn:aws:s3:::{bucket}")
+        if result == PermissionResult.DENIED:
+            return False
+        permitted = permitted or result == PermissionResult.PERMITTED
+    return permitted
+
+
+def _bucket_exists(bucket: str) -> bool:
+    from moto.s3.models import s3_backends
+
+    for account in list(s3_backends.values()):
+        if bucket in account["global"].buckets:
+            return True
+    return False
+
+
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message><RequestId>PCRMOTO403</RequestId></Error>"
+)
+INTERNAL_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message>"
+    b"<RequestId>PCRMOTO500</RequestId></Error>"
+)
+
+
+# --- 3. lost responses ----------------------------------------------------------------------
+
+
+class LostResponses:
+    """Rules: bucket regex -> (rate, key regex, seeded generator, count)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rules: dict[str, dict] = {}
+
+    def set(self, bucket: str, rate: float, seed: int | None, key: str | None) -> dict:
+        with self.lock:
+            if rate <= 0:
+                self.rules.pop(bucket, None)
+                log(f"lost responses off for buckets matching {bucket!r}")
+                return {"bucket": bucket, "rate": 0}
+            seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**32)
+            rule = {
+                "bucket": bucket,
+                "rate": float(rate),
+                "seed": seed,
+                "key": key,
+                "lost": 0,
+                "rng": random.Random(seed),
+            }
+            self.rules[bucket] = rule
+            log(f"lost responses on: buckets matching {bucket!r}, keys matching {key!r}, rate {rate}, seed {seed}")
+            return self.public(rule)
+
+    @staticmethod
+    def public(rule: dict) -> dict:
+        return {k: v for k, v in rule.items() if k != "rng"}
+
+    def list(self) -> list:
+        with self.lock:
+            return [self.public(r) for r in self.rules.values()]
+
+    def pick(self, bucket: str, key: str) -> dict | None:
+        """The rule that loses this answer, if any (draws from the rule's generator)."""
+        with self.lock:
+            for rule in self.rules.values():
+                if re.fullmatch(rule["bucket"], bucket) and (
+                    rule["key"] is None or re.search(rule["key"], key)
+                ):
+                    if rule["rng"].random() < rule["rate"]:
+                        return rule
+                    return None
+        return None
+
+
+LOST = LostResponses()
+for spec in filter(None, (s.strip() for s in os.environ.get("PCR_MOTO_LOST_RESPONSES", "").split(","))):
+    pattern, _, rate = spec.rpartition("=")
+    seed = os.environ.get("PCR_MOTO_LOST_RESPONSES_SEED")
+    LOST.set(pattern, float(rate), int(seed) if seed else None, None)
+
+
+def _control(environ, start_response):
+    method = environ["REQUEST_METHOD"]
+    if method == "POST":
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(size) or b"{}")
+            answer = LOST.set(str(body["bucket"]), float(body.get("rate", 0)), body.get("seed"), body.get("key"))
+        except (KeyError, ValueError, TypeError) as e:
+            start_response("400 Bad Request", [("Content-Type", "application/json")])
+            return [json.dumps({"error": str(e)}).encode()]
+    else:
+        answer = LOST.list()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(answer).encode()]
+
+
+# --- the middleware -------------------------------------------------------------------------
+
+
+def _s3_object(environ) -> tuple[str, str] | None:
+    """`(bucket, key)` of a path-style S3 object request, else None."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    signed_for_s3 = "/s3/aws4_request" in auth or "/s3/aws4_request" in unquote(environ.get("QUERY_STRING", ""))
+    if not signed_for_s3:
+        return None
+    path = environ.get("PATH_INFO", "")
+    if isinstance(path, bytes):
+        path = path.decode("utf-8")
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket or not key:
+        return None
+    return bucket, key
+
+
+def _call_app(app, environ):
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        captured["headers"] = headers
+        return lambda data: None
+
+    body = b"".join(app(environ, start_response))
+    return captured["status"], captured["headers"], body
+
+
+def _answer(start_response, status: str, headers: list, body: bytes):
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [body]
+
+
+def _json_access_denied(app, environ, start_response):
+    """A refusal of a JSON-protocol call (KMS, Kinesis) as the real services send it: HTTP
+    400 with `{"__type": "AccessDeniedException", "message": ...}`; moto sends its XML
+    query-protocol error with 403, which the SDKs cannot parse."""
+    status, headers, body = _call_app(app, environ)
+    if status.startswith("403") and b"<Code>AccessDenied</Code>" in body:
+        m = re.search(rb"<Message>(.*?)</Message>", body, re.S)
+        message = m.group(1).decode("utf-8", "replace") if m else "Access Denied"
+        answer = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
+        return _answer(start_response, "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")], answer)
+    return _answer(start_response, status, headers, body)
+
+
+_original_call = DomainDispatcherApplication.__call__
+
+
+def _call(self, environ, start_response):
+    if environ.get("PATH_INFO", "").startswith("/_pcr/lost-responses"):
+        return _control(environ, start_response)
+    target = _s3_object(environ)
+    method = environ.get("REQUEST_METHOD", "")
+    if target is None and environ.get("HTTP_X_AMZ_TARGET") and _iam_enforced():
+        return _json_access_denied(lambda e, s: _original_call(self, e, s), environ, start_response)
+    if target is None:
+        return _original_call(self, environ, start_response)
+    bucket, key = target
+    app = lambda e, s: _original_call(self, e, s)  # noqa: E731
+    if method in ("GET", "HEAD") and not (set(parse_qs(environ.get("QUERY_STRING", ""))) & _NOT_OBJECT_READS):
+        status, headers, body = _call_app(app, environ)
+        if status.startswith("404"):
+            missing_key = b"<Code>NoSuchKey</Code>" in body if method == "GET" else _bucket_exists(bucket)
+            if missing_key and not _may_list_bucket(environ, bucket):
+                xml = [("Content-Type", "application/xml")]
+                return _answer(start_response, "403 Forbidden", xml, ACCESS_DENIED if method == "GET" else b"")
+        return _answer(start_response, status, headers, body)
+    if method in ("PUT", "DELETE") and LOST.rules:
+        status, headers, body = _call_app(app, environ)
+        if status[:1] == "2":
+            rule = LOST.pick(bucket, key)
+            if rule is not None:
+                with LOST.lock:
+                    rule["lost"] += 1
+                log(f"lost the answer to {method} {bucket}/{key} (committed, {status.split()[0]}); answering 500")
+                return _answer(start_response, "500 Internal Server Error", [("Content-Type", "application/xml")], INTERNAL_ERROR)
+        return _answer(start_response, status, headers, body)
+    return _original_call(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _call
+
+
+def _exit_with_parent() -> None:
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    args = sys.argv[1:]
+    if "--exit-with-parent" in args:
+        args.remove("--exit-with-parent")
+        _exit_with_parent()
+    sys.exit(main(args))

@@ -36,7 +36,7 @@ scripts/cargo-deny.sh
 step "cargo test (unit + integration against the local stack)"
 cargo test --locked --all-targets
 
-step "fault suite, CI-sized (SIGKILL loop, cut database connections, Kinesis partial failures, two pollers; about 1 minute)"
+step "fault suite, CI-sized (SIGKILL loop, cut database connections, Kinesis partial failures, two pollers, lost S3 answers; about 1 minute)"
 scripts/fault-suite.sh --quick
 
 step "end-to-end demo run, checked by the independent oracle"

@@ -11,6 +11,15 @@
 //!   and the run stops before its next send ([`crate::stop::StopReason::LeaseLost`]);
 //! - deletes it at exit with `If-Match` (so it never deletes a lease someone else took).
 //!
+//! It never reads a missing object: it creates first and reads only after a failed
+//! precondition. To a role without `s3:ListBucket` (the poller's task role has none), S3
+//! answers a GET of a missing key with 403, not 404
+//! (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html>), and every clean
+//! exit deletes the lease. A write whose answer was lost after S3 committed it (a 500 or a
+//! timeout, then the SDK's retry of the same conditional request fails its precondition)
+//! is recognised by reading the object back: this runner's own owner is adopted with the
+//! object's ETag, never reported as another runner.
+//!
 //! The S3 calls sit behind [`LeaseStore`] so the rules are unit-tested with an in-memory
 //! store; [`S3LeaseStore`] is the real one (checked against moto 5.2.5, which honours
 //! `If-None-Match: *` and `If-Match` on `PutObject` and `If-Match` on `DeleteObject`).
@@ -99,6 +108,18 @@ pub enum Written {
     PreconditionFailed,
 }
 
+/// The outcome of a conditional delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted.
+    Ok,
+    /// There was no object (404): deleted already, by this process's own earlier attempt
+    /// whose answer was lost, or by someone else.
+    Gone,
+    /// The object has another ETag (412/409): someone else wrote it.
+    Changed,
+}
+
 /// The conditional S3 operations a lease needs (a trait so the rules can be tested with a
 /// fake).
 pub trait LeaseStore: Send + Sync + 'static {
@@ -110,8 +131,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn create(&self, body: String) -> impl Future<Output = Result<Written, LeaseError>> + Send;
     /// Replaces the object only if its ETag is still `etag` (`If-Match`).
     fn replace(&self, etag: &str, body: String) -> impl Future<Output = Result<Written, LeaseError>> + Send;
-    /// Deletes the object only if its ETag is still `etag` (`If-Match`); false when it was not.
-    fn delete(&self, etag: &str) -> impl Future<Output = Result<bool, LeaseError>> + Send;
+    /// Deletes the object only if its ETag is still `etag` (`If-Match`).
+    fn delete(&self, etag: &str) -> impl Future<Output = Result<Deleted, LeaseError>> + Send;
 }
 
 /// A lease this process holds.
@@ -130,6 +151,12 @@ struct Held {
     record: LeaseRecord,
     lost: bool,
 }
+
+/// Rounds of create-or-read-then-take-over before [`Lease::acquire`] gives up.
+const ACQUIRE_ATTEMPTS: u32 = 3;
+
+/// Conditional writes a renewal or release tries before giving up for this round.
+const WRITE_ATTEMPTS: u32 = 3;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -153,6 +180,13 @@ pub fn owner_name() -> String {
 
 impl<S: LeaseStore> Lease<S> {
     /// Takes the lease for `owner` at `now`, or fails with [`LeaseError::Held`].
+    ///
+    /// It creates the object first (`If-None-Match: *`) and reads it only after that
+    /// failed, i.e. when it exists: a role without `s3:ListBucket` gets 403, not "absent",
+    /// for a missing object, and a clean exit deletes the lease, so reading first would
+    /// fail every run. An object found holding `owner` is this process's own creation or
+    /// takeover whose answer was lost (the SDK's retry then failed its precondition): it is
+    /// adopted, never reported as another runner.
     pub async fn acquire(
         store: S,
         owner: String,
@@ -161,49 +195,67 @@ impl<S: LeaseStore> Lease<S> {
     ) -> Result<Self, LeaseError> {
         let record =
             LeaseRecord { owner: owner.clone(), acquired_at: now, expires_at: now + chrono_ttl(ttl) };
-        let written = match store.read().await? {
-            None => store.create(record.to_json()).await?,
-            Some((body, etag)) => match LeaseRecord::from_json(&body) {
-                Some(current) if current.expires_at > now && current.owner != owner => {
-                    return Err(held(&store, &current));
+        let mut last_holder = None;
+        for attempt in 1..=ACQUIRE_ATTEMPTS {
+            if let Written::Ok(etag) = store.create(record.to_json()).await? {
+                return Ok(Self::holding(store, owner, ttl, etag, record));
+            }
+            // It exists (or did a moment ago): read who holds it.
+            let (body, etag) = match store.read().await {
+                Ok(Some(found)) => found,
+                // Deleted since: create again.
+                Ok(None) => continue,
+                // A lease deleted since reads as 403 without s3:ListBucket: try again, and
+                // report the error only if it persists.
+                Err(e) if attempt == ACQUIRE_ATTEMPTS => return Err(e),
+                Err(_) => continue,
+            };
+            let written = match LeaseRecord::from_json(&body) {
+                Some(current) if current.owner == owner => {
+                    tracing::debug!(
+                        "the lease already holds this runner (a lost answer was retried); adopting it"
+                    );
+                    return Ok(Self::holding(store, owner, ttl, etag, current));
                 }
+                Some(current) if current.expires_at > now => return Err(held(&store, &current)),
                 Some(current) => {
                     tracing::warn!(
                         previous_owner = %current.owner,
                         expired = %current.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
                         "taking over an expired lease"
                     );
+                    last_holder = Some(current);
                     store.replace(&etag, record.to_json()).await?
                 }
                 None => {
                     tracing::warn!(location = %store.location(), "the lease object is not a lease; replacing it");
                     store.replace(&etag, record.to_json()).await?
                 }
-            },
-        };
-        match written {
-            Written::Ok(etag) => Ok(Self {
-                store: Arc::new(store),
-                owner,
-                ttl,
-                state: Arc::new(Mutex::new(Held { etag, record, lost: false })),
-                renewer: None,
-            }),
-            // Someone created or took it between our read and our write: read who.
-            Written::PreconditionFailed => {
-                let holder = match store.read().await? {
-                    Some((body, _)) => LeaseRecord::from_json(&body),
-                    None => None,
-                };
-                Err(match holder {
-                    Some(h) => held(&store, &h),
-                    None => LeaseError::Held {
-                        location: store.location(),
-                        owner: "unknown".into(),
-                        expires_at: "unknown".into(),
-                    },
-                })
+            };
+            match written {
+                Written::Ok(etag) => return Ok(Self::holding(store, owner, ttl, etag, record)),
+                // Someone else took it meanwhile, or this takeover's answer was lost: the
+                // next round reads which.
+                Written::PreconditionFailed => {}
             }
+        }
+        Err(match last_holder {
+            Some(h) => held(&store, &h),
+            None => LeaseError::Held {
+                location: store.location(),
+                owner: "unknown".into(),
+                expires_at: "unknown".into(),
+            },
+        })
+    }
+
+    fn holding(store: S, owner: String, ttl: Duration, etag: String, record: LeaseRecord) -> Self {
+        Self {
+            store: Arc::new(store),
+            owner,
+            ttl,
+            state: Arc::new(Mutex::new(Held { etag, record, lost: false })),
+            renewer: None,
         }
     }
 
@@ -256,11 +308,42 @@ impl<S: LeaseStore> Lease<S> {
         if held.lost {
             return;
         }
-        match self.store.delete(&held.etag).await {
-            Ok(true) => tracing::debug!(owner = %self.owner, "lease released"),
-            Ok(false) => tracing::warn!("the lease had been taken by another runner at release"),
-            Err(e) => tracing::warn!(error = %e, "could not release the lease; it lapses by itself"),
+        let mut etag = held.etag;
+        for _ in 0..WRITE_ATTEMPTS {
+            match self.store.delete(&etag).await {
+                Ok(Deleted::Ok) => {
+                    tracing::debug!(owner = %self.owner, "lease released");
+                    return;
+                }
+                // A 404 after our own delete was retried is our release, already done.
+                Ok(Deleted::Gone) => {
+                    tracing::debug!(owner = %self.owner, "lease released (it was already gone)");
+                    return;
+                }
+                Ok(Deleted::Changed) => match self.store.read().await {
+                    // Our own renewal committed with its answer lost: delete that version.
+                    Ok(Some((body, current)))
+                        if LeaseRecord::from_json(&body).is_some_and(|r| r.owner == self.owner) =>
+                    {
+                        etag = current;
+                    }
+                    Ok(None) => return,
+                    Ok(Some(_)) => {
+                        tracing::warn!("the lease had been taken by another runner at release");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not release the lease; it lapses by itself");
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the lease; it lapses by itself");
+                    return;
+                }
+            }
         }
+        tracing::warn!("could not release the lease; it lapses by itself");
     }
 }
 
@@ -288,16 +371,39 @@ async fn renew_once<S: LeaseStore>(
         return Ok(false);
     }
     let record = LeaseRecord { expires_at: now + chrono_ttl(ttl), ..held.record.clone() };
-    match store.replace(&held.etag, record.to_json()).await? {
-        Written::Ok(etag) => {
-            *lock(state) = Held { etag, record, lost: false };
-            Ok(true)
-        }
-        Written::PreconditionFailed => {
-            lock(state).lost = true;
-            Ok(false)
+    let body = record.to_json();
+    let mut etag = held.etag;
+    for _ in 0..WRITE_ATTEMPTS {
+        match store.replace(&etag, body.clone()).await? {
+            Written::Ok(new_etag) => {
+                *lock(state) = Held { etag: new_etag, record, lost: false };
+                return Ok(true);
+            }
+            // Another runner wrote it, or this renewal (or an earlier one) committed and its
+            // answer was lost: the object says which.
+            Written::PreconditionFailed => match store.read().await? {
+                Some((current_body, current)) if current_body == body.as_bytes() => {
+                    *lock(state) = Held { etag: current, record, lost: false };
+                    return Ok(true);
+                }
+                Some((current_body, current))
+                    if LeaseRecord::from_json(&current_body).is_some_and(|r| r.owner == record.owner) =>
+                {
+                    etag = current;
+                }
+                _ => {
+                    lock(state).lost = true;
+                    return Ok(false);
+                }
+            },
         }
     }
+    Err(LeaseError::S3 {
+        location: store.location(),
+        message: format!(
+            "the renewal's precondition failed {WRITE_ATTEMPTS} times on this runner's own lease"
+        ),
+    })
 }
 
 /// The lease object in S3.
@@ -318,6 +424,10 @@ impl S3LeaseStore {
         LeaseError::S3 { location: self.location(), message }
     }
 
+    fn arn(&self) -> String {
+        crate::permissions::s3_object_arn(&self.bucket, &self.key)
+    }
+
     async fn put(&self, condition: Condition<'_>, body: String) -> Result<Written, LeaseError> {
         let put = self
             .client
@@ -336,7 +446,7 @@ impl S3LeaseStore {
                 // 412: precondition failed; 409: a concurrent conditional write; 404: the
                 // object was deleted since we read it (If-Match on a missing key).
                 Some(412 | 409 | 404) => Ok(Written::PreconditionFailed),
-                _ => Err(self.error(crate::aws::error_text(&e))),
+                _ => Err(self.error(crate::permissions::describe(&e, "s3:PutObject", &self.arn()))),
             },
         }
     }
@@ -360,7 +470,7 @@ impl LeaseStore for S3LeaseStore {
                 Ok(Some((body.to_vec(), etag)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.error(crate::aws::error_text(&e))),
+            Err(e) => Err(self.error(crate::permissions::describe(&e, "s3:GetObject", &self.arn()))),
         }
     }
 
@@ -372,12 +482,20 @@ impl LeaseStore for S3LeaseStore {
         self.put(Condition::ETag(etag), body).await
     }
 
-    async fn delete(&self, etag: &str) -> Result<bool, LeaseError> {
+    async fn delete(&self, etag: &str) -> Result<Deleted, LeaseError> {
         match self.client.delete_object().bucket(&self.bucket).key(&self.key).if_match(etag).send().await {
-            Ok(_) => Ok(true),
-            Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-                Some(412 | 409 | 404) => Ok(false),
-                _ => Err(self.error(crate::aws::error_text(&e))),
+            Ok(_) => Ok(Deleted::Ok),
+            Err(e) => match crate::permissions::status(&e) {
+                // If-Match on a missing key: 404 NoSuchKey
+                // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html).
+                Some(404) => Ok(Deleted::Gone),
+                Some(412 | 409) => Ok(Deleted::Changed),
+                // A conditional delete needs s3:GetObject as well as s3:DeleteObject (same page).
+                _ => Err(self.error(crate::permissions::describe(
+                    &e,
+                    "s3:DeleteObject and s3:GetObject",
+                    &self.arn(),
+                ))),
             },
         }
     }
@@ -391,6 +509,8 @@ type StoredObject = (Vec<u8>, String);
 pub struct MemoryLeaseStore {
     object: Arc<Mutex<Option<StoredObject>>>,
     version: Arc<std::sync::atomic::AtomicU64>,
+    lost_answers: Arc<std::sync::atomic::AtomicU32>,
+    missing_reads: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl MemoryLeaseStore {
@@ -408,6 +528,27 @@ impl MemoryLeaseStore {
     pub fn body(&self) -> Option<String> {
         lock(&self.object).as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
     }
+
+    /// The next `n` writes (create, replace, delete) are committed and their answer is
+    /// lost: the caller sees what the SDK's retry of the same conditional request would
+    /// get (412 for a write, 404 for a delete), as from S3 after a 500.
+    pub fn lose_answers(&self, n: u32) {
+        self.lost_answers.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many reads found no object (S3 would have answered them 403 without
+    /// `s3:ListBucket`).
+    pub fn missing_reads(&self) -> u32 {
+        self.missing_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn answer_lost(&self) -> bool {
+        self.lost_answers
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+    }
 }
 
 impl LeaseStore for MemoryLeaseStore {
@@ -416,7 +557,11 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
-        Ok(lock(&self.object).clone())
+        let obj = lock(&self.object).clone();
+        if obj.is_none() {
+            self.missing_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(obj)
     }
 
     async fn create(&self, body: String) -> Result<Written, LeaseError> {
@@ -426,6 +571,9 @@ impl LeaseStore for MemoryLeaseStore {
         }
         let etag = self.next_etag();
         *obj = Some((body.into_bytes(), etag.clone()));
+        if self.answer_lost() {
+            return Ok(Written::PreconditionFailed);
+        }
         Ok(Written::Ok(etag))
     }
 
@@ -435,20 +583,27 @@ impl LeaseStore for MemoryLeaseStore {
             Some((_, current)) if current == etag => {
                 let etag = self.next_etag();
                 *obj = Some((body.into_bytes(), etag.clone()));
+                if self.answer_lost() {
+                    return Ok(Written::PreconditionFailed);
+                }
                 Ok(Written::Ok(etag))
             }
             _ => Ok(Written::PreconditionFailed),
         }
     }
 
-    async fn delete(&self, etag: &str) -> Result<bool, LeaseError> {
+    async fn delete(&self, etag: &str) -> Result<Deleted, LeaseError> {
         let mut obj = lock(&self.object);
         match obj.as_ref() {
             Some((_, current)) if current == etag => {
                 *obj = None;
-                Ok(true)
+                if self.answer_lost() {
+                    return Ok(Deleted::Gone);
+                }
+                Ok(Deleted::Ok)
             }
-            _ => Ok(false),
+            Some(_) => Ok(Deleted::Changed),
+            None => Ok(Deleted::Gone),
         }
     }
 }
@@ -543,5 +698,70 @@ mod tests {
         assert_eq!(stop.reason(), Some(StopReason::LeaseLost));
         a.release().await;
         assert!(store.body().unwrap().contains("\"b\""), "the other runner's lease stays");
+    }
+
+    #[tokio::test]
+    async fn no_run_reads_a_missing_lease_object() {
+        let store = MemoryLeaseStore::default();
+        for owner in ["a", "b", "c"] {
+            let lease =
+                Lease::acquire(store.clone(), owner.into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+            assert!(lease.renew(t("2026-01-01T00:00:40Z")).await.unwrap());
+            lease.release().await;
+            assert!(store.body().is_none());
+        }
+        assert_eq!(store.missing_reads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_the_creation_is_adopted_not_reported_as_another_runner() {
+        let store = MemoryLeaseStore::default();
+        store.lose_answers(1);
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        assert_eq!(a.record().owner, "a");
+        assert!(a.renew(t("2026-01-01T00:00:40Z")).await.unwrap(), "the adopted ETag is the object's");
+        a.release().await;
+        assert!(store.body().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_a_takeover_is_adopted() {
+        let store = MemoryLeaseStore::default();
+        store.force(
+            &LeaseRecord {
+                owner: "old".into(),
+                acquired_at: t("2025-12-31T00:00:00Z"),
+                expires_at: t("2025-12-31T00:02:00Z"),
+            }
+            .to_json(),
+        );
+        store.lose_answers(1);
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        assert_eq!(a.record().owner, "a");
+        assert!(store.body().unwrap().contains("\"a\""));
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_a_renewal_keeps_the_lease() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        store.lose_answers(1);
+        assert!(a.renew(t("2026-01-01T00:00:40Z")).await.unwrap());
+        assert!(!a.is_lost());
+        assert_eq!(a.record().expires_at, t("2026-01-01T00:02:40Z"));
+        // The next renewal's If-Match uses the adopted ETag.
+        assert!(a.renew(t("2026-01-01T00:01:20Z")).await.unwrap());
+        a.release().await;
+        assert!(store.body().is_none(), "released");
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_the_release_still_releases() {
+        let store = MemoryLeaseStore::default();
+        let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+        store.lose_answers(1);
+        a.release().await;
+        assert!(store.body().is_none());
+        Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:00:01Z")).await.unwrap();
     }
 }

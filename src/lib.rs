@@ -29,6 +29,7 @@ pub mod fuzz_checks;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod permissions;
 pub mod pipeline;
 pub mod progress;
 pub mod pseudonym;

@@ -137,7 +137,10 @@ impl PutRecords for Kinesis {
                     | aws_sdk_kinesis::error::SdkError::ResponseError(_) => true,
                     _ => false,
                 };
-                SinkError::Request { message: crate::aws::error_text(&e), transient }
+                SinkError::Request {
+                    message: crate::permissions::describe(&e, "kinesis:PutRecords", &self.stream_arn),
+                    transient,
+                }
             })?;
         let outcome: PutOutcome = out.records().iter().map(|r| r.error_code().map(str::to_string)).collect();
         if outcome.len() != records.len() {

@@ -3,7 +3,16 @@
 //!
 //! Writes are conditional: `If-Match` on the ETag this run last saw, or
 //! `If-None-Match: *` when the object did not exist, so a second writer is detected
-//! instead of silently moving the cursor backwards.
+//! instead of silently moving the cursor backwards. A write whose answer was lost after
+//! S3 committed it (a 500 or a timeout; the SDK's retry of the same conditional request
+//! then fails its precondition with 412, or 409 ConditionalRequestConflict) is recognised
+//! by reading the object back: the same body is this run's own write, whose ETag is
+//! adopted; anything else is another writer.
+//!
+//! A role without `s3:ListBucket` gets 403 AccessDenied, not 404, for a missing object
+//! (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html>): [`S3CursorStore::load`]
+//! then fails with [`StateError::Unreadable`], which says the object may not exist and how to
+//! create it (`cursor set`), and [`S3CursorStore::create`] creates an object without reading it.
 //!
 //! Beside the cursor, and without touching its JSON (the original reads the same object),
 //! the object carries in its metadata ([`CAUGHT_UP_METADATA`]) how far the last caught-up
@@ -46,6 +55,19 @@ pub enum StateError {
         /// Why.
         #[source]
         source: CursorError,
+    },
+    /// S3 refused to read the object (403): to a role without `s3:ListBucket` this is
+    /// also the answer for an object that does not exist.
+    #[error(
+        "s3://{bucket}/{key}: {message}: the cursor object may not exist yet (without s3:ListBucket on the bucket S3 answers 403 for a missing object), or the role lacks s3:GetObject on it; to start from a given point create it with `pc-reserve-poller cursor set --date-time 'YYYY-MM-DD HH:MM:SS' --key N`"
+    )]
+    Unreadable {
+        /// Bucket.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// What S3 said.
+        message: String,
     },
     /// Someone else wrote the cursor since this run read it.
     #[error(
@@ -128,6 +150,18 @@ impl CursorStore for S3CursorStore {
                 self.remember(None);
                 return Ok(None);
             }
+            Err(e)
+                if crate::permissions::is_access_denied(
+                    aws_sdk_s3::error::ProvideErrorMetadata::code(&e),
+                    crate::permissions::status(&e),
+                ) =>
+            {
+                return Err(StateError::Unreadable {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                    message: crate::aws::error_text(&e),
+                });
+            }
             Err(e) => return Err(self.s3_error(crate::aws::error_text(&e))),
         };
         let etag = out.e_tag().map(str::to_string);
@@ -163,11 +197,11 @@ impl CursorStore for S3CursorStore {
                 Ok(())
             }
             Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
+                let status = crate::permissions::status(&e);
                 if status == Some(412) || status == Some(409) {
-                    Err(StateError::Conflict { bucket: self.bucket.clone(), key: self.key.clone() })
+                    self.adopt_own_write(&cursor.to_json()).await
                 } else {
-                    Err(self.s3_error(crate::aws::error_text(&e)))
+                    Err(self.s3_error(self.describe_put_error(&e)))
                 }
             }
         }
@@ -180,6 +214,90 @@ impl CursorStore for S3CursorStore {
     fn set_caught_up_through(&self, through: NaiveDateTime) {
         *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
     }
+}
+
+impl S3CursorStore {
+    /// Creates the object holding `cursor` only if it does not exist (`If-None-Match: *`),
+    /// without reading it first. Returns true when this call created it (or its own
+    /// committed creation was retried), false when it already existed; either way the
+    /// next [`CursorStore::save`] writes on the object's current ETag after a
+    /// [`CursorStore::load`].
+    pub async fn create(&self, cursor: Cursor) -> Result<bool, StateError> {
+        let body = cursor.to_json();
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .set_metadata(self.caught_up_metadata())
+            .if_none_match("*")
+            .body(ByteStream::from(body.clone().into_bytes()));
+        match put.send().await {
+            Ok(out) => {
+                self.remember(out.e_tag().map(str::to_string));
+                Ok(true)
+            }
+            Err(e) => match crate::permissions::status(&e) {
+                Some(412 | 409) => match self.adopt_own_write(&body).await {
+                    Ok(()) => Ok(true),
+                    Err(StateError::Conflict { .. }) => Ok(false),
+                    Err(other) => Err(other),
+                },
+                _ => Err(self.s3_error(self.describe_put_error(&e))),
+            },
+        }
+    }
+
+    fn describe_put_error<E>(
+        &self,
+        e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> String
+    where
+        E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        crate::permissions::describe(
+            e,
+            "s3:PutObject",
+            &crate::permissions::s3_object_arn(&self.bucket, &self.key),
+        )
+    }
+
+    /// After a failed precondition: reads the object back; when it holds exactly `sent`,
+    /// this run's own write was committed and its answer lost, so its ETag is adopted.
+    async fn adopt_own_write(&self, sent: &str) -> Result<(), StateError> {
+        let read_back = async {
+            let out =
+                self.client.get_object().bucket(&self.bucket).key(&self.key).send().await.map_err(|e| {
+                    crate::permissions::describe(
+                        &e,
+                        "s3:GetObject",
+                        &crate::permissions::s3_object_arn(&self.bucket, &self.key),
+                    )
+                })?;
+            let etag = out.e_tag().map(str::to_string);
+            let body = out.body.collect().await.map_err(|e| e.to_string())?.into_bytes();
+            Ok::<_, String>((body.to_vec(), etag))
+        };
+        let (body, etag) = read_back.await.map_err(|message| {
+            self.s3_error(format!(
+                "the write's precondition failed and reading the object back failed: {message}"
+            ))
+        })?;
+        if is_own_write(&body, sent) {
+            tracing::debug!("the cursor write was committed and its answer lost; adopting it");
+            self.remember(etag);
+            Ok(())
+        } else {
+            Err(StateError::Conflict { bucket: self.bucket.clone(), key: self.key.clone() })
+        }
+    }
+}
+
+/// Whether the object read back after a failed precondition is the write this run sent
+/// (its answer lost, the SDK's retry refused): the same body.
+pub fn is_own_write(stored: &[u8], sent: &str) -> bool {
+    stored == sent.as_bytes()
 }
 
 /// A cursor kept in memory: for `IGNORE_CACHE` runs and tests.
@@ -216,5 +334,33 @@ impl CursorStore for MemoryCursorStore {
 
     fn set_caught_up_through(&self, through: NaiveDateTime) {
         *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_body_is_taken_for_this_runs_own_write() {
+        let sent = r#"{"pcr_key":"41","pcr_date_time":"2026-01-01 00:00:00"}"#;
+        assert!(is_own_write(sent.as_bytes(), sent));
+        assert!(!is_own_write(br#"{"pcr_key":"40","pcr_date_time":"2026-01-01 00:00:00"}"#, sent));
+        assert!(!is_own_write(b"", sent));
+    }
+
+    #[test]
+    fn the_unreadable_error_says_the_object_may_be_missing_and_how_to_create_it() {
+        let e = StateError::Unreadable {
+            bucket: "b".into(),
+            key: "k.json".into(),
+            message: "AccessDenied: Access Denied".into(),
+        };
+        let text = e.to_string();
+        assert!(!text.contains('\n'));
+        assert!(text.contains("s3://b/k.json: AccessDenied: Access Denied"), "{text}");
+        assert!(text.contains("may not exist yet"), "{text}");
+        assert!(text.contains("s3:ListBucket") && text.contains("s3:GetObject"), "{text}");
+        assert!(text.contains("cursor set --date-time"), "{text}");
     }
 }

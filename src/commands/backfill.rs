@@ -14,7 +14,7 @@ use crate::pipeline::{RunOptions, Stages};
 use crate::progress::TerminalProgress;
 use crate::sink::{Kinesis, Sender};
 use crate::source::ReservationSource;
-use crate::state::{CursorStore as _, S3CursorStore};
+use crate::state::S3CursorStore;
 
 /// A source that ends before `until`: rows at or after it are never returned.
 #[derive(Debug)]
@@ -77,10 +77,12 @@ pub async fn backfill(config: &ConfigArgs, from: NaiveDateTime, to: NaiveDateTim
     );
     let connected = app::connect(&settings).await?;
     let store = S3CursorStore::new(app::s3_client(&sdk, &aws), settings.s3_bucket.clone(), key);
-    // The first time, create the backfill's own cursor at the start of the range (the
-    // conditional write fails if another task of the same range got there first).
-    if store.load().await?.is_none() {
-        store.save(start_of(from)).await?;
+    // The first time, create the backfill's own cursor at the start of the range; later,
+    // or when another task of the same range got there first, it exists and is kept. It is
+    // created without reading it first: a role without s3:ListBucket gets 403, not 404,
+    // for a missing object.
+    if store.create(start_of(from)).await? {
+        tracing::debug!(cursor = %location, "backfill cursor created at the start of the range");
     }
     let progress = match TerminalProgress::on_terminal(None) {
         Some(_) => {

@@ -159,12 +159,16 @@ pub async fn dependencies(
             return Ok("IGNORE_KINESIS is set; not checked".to_string());
         }
         let client = aws_sdk_kinesis::Client::new(sdk);
-        let out = client
-            .describe_stream_summary()
-            .stream_arn(&settings.kinesis_stream_arn)
-            .send()
-            .await
-            .map_err(|e| crate::aws::error_text(&e))?;
+        let out =
+            client.describe_stream_summary().stream_arn(&settings.kinesis_stream_arn).send().await.map_err(
+                |e| {
+                    crate::permissions::describe(
+                        &e,
+                        "kinesis:DescribeStreamSummary",
+                        &settings.kinesis_stream_arn,
+                    )
+                },
+            )?;
         let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
         let status = summary.stream_status().as_str().to_string();
         let detail =
@@ -175,13 +179,9 @@ pub async fn dependencies(
         if settings.ignore_cache {
             return Ok("IGNORE_CACHE is set; not checked".to_string());
         }
+        // No HeadBucket: it needs s3:ListBucket, which the task role does not have
+        // (deploy/iam-policy.json); reading the cursor object shows a missing bucket too.
         let client = app::s3_client(sdk, aws);
-        client
-            .head_bucket()
-            .bucket(&settings.s3_bucket)
-            .send()
-            .await
-            .map_err(|e| format!("bucket {}: {}", settings.s3_bucket, crate::aws::error_text(&e)))?;
         let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
         let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
         match store.load().await.map_err(|e| e.to_string())? {

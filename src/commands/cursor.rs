@@ -9,7 +9,7 @@ use crate::cli::ConfigArgs;
 use crate::config::Settings;
 use crate::db::connect_mysql;
 use crate::domain::{Cursor, format_date_time};
-use crate::state::{CursorStore as _, S3CursorStore};
+use crate::state::{CursorStore as _, S3CursorStore, StateError};
 
 /// What `cursor show` prints.
 #[derive(Debug)]
@@ -116,7 +116,13 @@ pub async fn set(
     let target = Cursor::parse(date_time, key).map_err(|e| AppError::Usage(format!("cursor set: {e}")))?;
     let (settings, store, _) = settings_and_store(config).await?;
     let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
-    let current = store.load().await?;
+    // Without s3:ListBucket a missing object reads as 403: then the object is created
+    // with `If-None-Match: *` below, which fails if it does exist after all.
+    let (current, unreadable) = match store.load().await {
+        Ok(current) => (current, None),
+        Err(e @ StateError::Unreadable { .. }) => (None, Some(e)),
+        Err(e) => return Err(e.into()),
+    };
     let from = current.or(settings.start_cursor);
     if let Some(from) = from.filter(|f| target > *f) {
         let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
@@ -154,7 +160,18 @@ pub async fn set(
             return Err(AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()));
         }
     }
-    store.save(target).await?;
+    match unreadable {
+        None => store.save(target).await?,
+        Some(StateError::Unreadable { message, .. }) => {
+            if !store.create(target).await? {
+                return Err(AppError::Tool(format!(
+                    "cursor set: {location} exists but this role cannot read it ({message}): it needs s3:GetObject on {}; the cursor is unchanged",
+                    crate::permissions::s3_object_arn(&settings.s3_bucket, &settings.s3_resource)
+                )));
+            }
+        }
+        Some(other) => return Err(other.into()),
+    }
     println!("{location}: {before} -> {after}");
     Ok(())
 }

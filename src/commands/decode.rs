@@ -109,8 +109,12 @@ async fn from_stream(
 ) -> Result<(), AppError> {
     let kinesis = aws_sdk_kinesis::Client::new(sdk);
     let fail = |e: String| AppError::Tool(format!("Kinesis: {e}"));
-    let shards =
-        kinesis.list_shards().stream_arn(arn).send().await.map_err(|e| fail(crate::aws::error_text(&e)))?;
+    let shards = kinesis
+        .list_shards()
+        .stream_arn(arn)
+        .send()
+        .await
+        .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:ListShards", arn)))?;
     for shard in shards.shards() {
         let mut request = kinesis.get_shard_iterator().stream_arn(arn).shard_id(shard.shard_id());
         request = match from {
@@ -119,8 +123,11 @@ async fn from_stream(
                 .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(t.timestamp())),
             _ => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         };
-        let Some(mut iterator) =
-            request.send().await.map_err(|e| fail(crate::aws::error_text(&e)))?.shard_iterator
+        let Some(mut iterator) = request
+            .send()
+            .await
+            .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:GetShardIterator", arn)))?
+            .shard_iterator
         else {
             continue;
         };
@@ -132,7 +139,7 @@ async fn from_stream(
                 .limit(10_000)
                 .send()
                 .await
-                .map_err(|e| fail(crate::aws::error_text(&e)))?;
+                .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:GetRecords", arn)))?;
             for r in got.records() {
                 let origin = format!("shard {} sequence {}", shard.shard_id(), r.sequence_number());
                 if !print(r.data().as_ref(), &origin)? {

@@ -45,7 +45,9 @@ impl Decrypter for KmsDecrypter {
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
             .send()
             .await
-            .map_err(|e| crate::aws::error_text(&e))?;
+            .map_err(|e| {
+                crate::permissions::describe(&e, "kms:Decrypt", "the KMS key of ENCRYPTED_VARIABLES")
+            })?;
         out.plaintext.map(|b| b.into_inner()).ok_or_else(|| "KMS returned no plaintext".to_string())
     }
 }

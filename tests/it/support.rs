@@ -123,7 +123,12 @@ pub fn statements(sql: &str) -> Vec<String> {
 
 impl TestEnv {
     pub async fn new() -> Self {
-        let stack = Stack::from_env();
+        Self::with_stack(Stack::from_env()).await
+    }
+
+    /// A test environment whose AWS calls go to `stack.aws_endpoint` (e.g. a moto of the
+    /// test's own), with the environment's credentials.
+    pub async fn with_stack(stack: Stack) -> Self {
         let suffix: String = {
             let mut rng = rand::rng();
             (0..10).map(|_| (b'a' + rng.random_range(0..26u8)) as char).collect()
@@ -425,6 +430,17 @@ impl TestEnv {
             }
         }
     }
+}
+
+/// The SDK configuration of a caller with these static credentials.
+pub async fn sdk_as(endpoint: &str, access_key_id: &str, secret: &str) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(access_key_id, secret, None, None, "test"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
 }
 
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {

@@ -1,0 +1,61 @@
+//! The IAM permission behind a refused AWS call: every call the poller makes names the
+//! action it needs (see `deploy/iam-policy.json`), so a refusal says which permission is
+//! missing, on one line: `AccessDenied: Access Denied (the role needs s3:PutObject on
+//! arn:aws:s3:::bucket/key)`.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// Whether an answer is an authorisation refusal: HTTP 403, or an error code of the
+/// `AccessDenied` family (KMS and Kinesis answer 400 `AccessDeniedException`).
+pub fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
+    status == Some(403)
+        || code.is_some_and(|c| {
+            c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "Forbidden"
+        })
+}
+
+/// The note appended to a refusal: `the role needs ACTION on RESOURCE`.
+pub fn needs(action: &str, resource: &str) -> String {
+    format!("the role needs {action} on {resource}")
+}
+
+/// The HTTP status of an SDK error's answer, if the service answered.
+pub fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// An SDK error on one line ([`crate::aws::error_text`]), followed by the permission it
+/// needs when it is a refusal.
+pub fn describe<E>(err: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let text = crate::aws::error_text(err);
+    if is_access_denied(err.code(), status(err)) {
+        format!("{text} ({})", needs(action, resource))
+    } else {
+        text
+    }
+}
+
+/// The ARN of an S3 object.
+pub fn s3_object_arn(bucket: &str, key: &str) -> String {
+    format!("arn:aws:s3:::{bucket}/{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_recognised_by_status_or_code() {
+        assert!(is_access_denied(None, Some(403)));
+        assert!(is_access_denied(Some("AccessDeniedException"), Some(400)));
+        assert!(is_access_denied(Some("AccessDenied"), None));
+        assert!(!is_access_denied(Some("NoSuchKey"), Some(404)));
+        assert!(!is_access_denied(Some("ResourceNotFoundException"), Some(400)));
+        assert_eq!(needs("kms:Decrypt", "the key"), "the role needs kms:Decrypt on the key");
+        assert_eq!(s3_object_arn("b", "p/state.json"), "arn:aws:s3:::b/p/state.json");
+    }
+}
