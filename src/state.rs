@@ -196,14 +196,18 @@ impl CursorStore for S3CursorStore {
                 self.remember(out.e_tag().map(str::to_string));
                 Ok(())
             }
-            Err(e) => {
-                let status = crate::permissions::status(&e);
-                if status == Some(412) || status == Some(409) {
-                    self.adopt_own_write(&cursor.to_json()).await
-                } else {
-                    Err(self.s3_error(self.describe_put_error(&e)))
-                }
-            }
+            Err(e) => match crate::permissions::status(&e) {
+                Some(412 | 409) => self.adopt_own_write(&cursor.to_json()).await,
+                // The SDK retried and every answer was lost. A write of an unchanged body
+                // (the caught-up mark saved at the end of a run) keeps its ETag, so its
+                // retries pass their precondition and can all lose their answers: when the
+                // object now holds exactly this write, body and mark, it was committed.
+                Some(500..=599) => match self.adopt_own_write(&cursor.to_json()).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(self.s3_error(self.describe_put_error(&e))),
+                },
+                _ => Err(self.s3_error(self.describe_put_error(&e))),
+            },
         }
     }
 
@@ -263,8 +267,9 @@ impl S3CursorStore {
         )
     }
 
-    /// After a failed precondition: reads the object back; when it holds exactly `sent`,
-    /// this run's own write was committed and its answer lost, so its ETag is adopted.
+    /// After a failed precondition or lost answers: reads the object back; when it holds
+    /// exactly `sent` and this store's caught-up mark, this run's own write was committed
+    /// and its answer lost, so its ETag is adopted.
     async fn adopt_own_write(&self, sent: &str) -> Result<(), StateError> {
         let read_back = async {
             let out =
@@ -276,15 +281,17 @@ impl S3CursorStore {
                     )
                 })?;
             let etag = out.e_tag().map(str::to_string);
+            let mark = out.metadata().and_then(|m| m.get(CAUGHT_UP_METADATA)).cloned();
             let body = out.body.collect().await.map_err(|e| e.to_string())?.into_bytes();
-            Ok::<_, String>((body.to_vec(), etag))
+            Ok::<_, String>((body.to_vec(), etag, mark))
         };
-        let (body, etag) = read_back.await.map_err(|message| {
+        let (body, etag, mark) = read_back.await.map_err(|message| {
             self.s3_error(format!(
                 "the write's precondition failed and reading the object back failed: {message}"
             ))
         })?;
-        if is_own_write(&body, sent) {
+        let sent_mark = self.caught_up_metadata().and_then(|m| m.get(CAUGHT_UP_METADATA).cloned());
+        if is_own_write(&body, sent) && mark == sent_mark {
             tracing::debug!("the cursor write was committed and its answer lost; adopting it");
             self.remember(etag);
             Ok(())
