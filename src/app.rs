@@ -49,7 +49,10 @@ pub enum AppError {
     #[error("schema: {0}")]
     Schema(#[source] EncodeError),
     /// A database could not be reached.
-    #[error("{what}: cannot connect: {source}")]
+    #[error(
+        "{what}: cannot connect: {source} (check {}_DB_HOST, _PORT, _USER, _PASSWORD and that the database accepts connections)",
+        what.to_ascii_uppercase()
+    )]
     Connect {
         /// Envisionware, Sierra or Redshift.
         what: &'static str,

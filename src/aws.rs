@@ -121,8 +121,10 @@ const REFUSED: [&str; 6] = [
     "IncompleteSignature",
 ];
 
-/// The default credential chain, as `aws-config` tries it, and the usual fixes.
-const CHAIN_AND_FIXES: &str = "tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile in ~/.aws/config and ~/.aws/credentials (AWS_PROFILE, SSO included), web identity, the ECS task role and the EC2 instance role; set AWS_PROFILE (after `aws sso login` for an SSO profile), export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a task role";
+/// The default credential chain, as `aws-config` tries it.
+const CHAIN: &str = "tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile in ~/.aws/config and ~/.aws/credentials (AWS_PROFILE, SSO included), web identity, the ECS task role and the EC2 instance role";
+/// The usual fixes when the chain finds nothing.
+const FIXES: &str = "set AWS_PROFILE (after `aws sso login` for an SSO profile), export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a task role";
 
 /// The service (`kms`) and IAM action (`Decrypt`) of an SDK operation error type, from
 /// its type name (`aws_sdk_kms::operation::decrypt::DecryptError`).
@@ -191,20 +193,22 @@ fn credentials_text(err: &CredentialsError) -> String {
     let profile = t.profile.or_else(|| std::env::var("AWS_PROFILE").ok());
     match (err, profile) {
         (CredentialsError::CredentialsNotLoaded(_), None) => {
-            format!("no AWS credentials found ({CHAIN_AND_FIXES})")
+            format!("no AWS credentials found ({CHAIN}; {FIXES})")
         }
         (CredentialsError::CredentialsNotLoaded(_), Some(p)) => format!(
             "no AWS credentials found for AWS_PROFILE={p} (check that the profile exists in ~/.aws/config; for an SSO profile run `aws sso login --profile {p}`)"
         ),
         (CredentialsError::ProviderTimedOut(_), _) => {
-            format!("AWS credentials: the provider did not answer in time ({CHAIN_AND_FIXES})")
+            format!("AWS credentials: the provider did not answer in time ({CHAIN}; {FIXES})")
         }
         (other, Some(p)) => format!(
             "AWS credentials of AWS_PROFILE={p} could not be loaded: {}; if its SSO session expired run `aws sso login --profile {p}`",
             chain_text(other)
         ),
+        // The chain ended on a provider that failed rather than found nothing (on a
+        // machine whose instance metadata service refuses, the EC2 instance role).
         (other, None) => {
-            format!("AWS credentials could not be loaded: {} ({CHAIN_AND_FIXES})", chain_text(other))
+            format!("no AWS credentials found ({CHAIN}; the last answered: {}); {FIXES}", chain_text(other))
         }
     }
 }
@@ -224,14 +228,24 @@ where
     }
     match err {
         SdkError::ServiceError(_) => {
+            // Answers without a body (HEAD requests) carry no code: the HTTP status is all
+            // there is, and the SDK's own text for them is a debug dump.
+            let status = err
+                .raw_response()
+                .and_then(|r| {
+                    (r as &dyn std::any::Any).downcast_ref::<aws_sdk_kms::config::http::HttpResponse>()
+                })
+                .map(|r| r.status().as_u16());
             let code = err.code().unwrap_or_default();
             let message = err.message().map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "));
-            let said = match &message {
-                Some(m) if !code.is_empty() => format!("{code}: {m}"),
-                Some(m) => m.clone(),
-                None if !code.is_empty() => code.to_string(),
-                None => chain_text(err),
+            let said = match (&message, status) {
+                (Some(m), _) if !code.is_empty() => format!("{code}: {m}"),
+                (Some(m), _) => m.clone(),
+                (None, _) if !code.is_empty() => code.to_string(),
+                (None, Some(status)) => format!("HTTP {status}"),
+                (None, None) => "an error without a code".to_string(),
             };
+            let code = if code.is_empty() && status == Some(403) { "Forbidden" } else { code };
             if DENIED.contains(&code) {
                 format!(
                     "access denied to {service}:{action} ({said}); allow {service}:{action} to the role or user running the poller"
