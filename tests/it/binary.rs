@@ -226,6 +226,25 @@ async fn without_credentials_one_line_names_the_chain_tried_and_the_fixes() {
     ] {
         assert!(last.contains(part), "{part}: {last}");
     }
+
+    // With JSON logs: JSON lines only, one at ERROR, no SDK dump in any of them.
+    let config = write_config(&env, &dir, &[("LOG_FORMAT", "json")]).await;
+    let out = run_isolated(&["-c", config.to_str().unwrap()], &dir, &[("AWS_ENDPOINT_URL", &endpoint)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let levels: Vec<String> = stderr
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"));
+            v["level"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(levels.iter().filter(|l| *l == "ERROR").count(), 1, "{stderr}");
+    assert!(levels.iter().all(|l| l == "INFO" || l == "ERROR"), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    for dump in ["CredentialsNotLoaded", "Some(", "DispatchFailure", "ConnectorError"] {
+        assert!(!stderr.contains(dump), "SDK debug output ({dump}): {stderr}");
+    }
     env.cleanup().await;
 }
 
