@@ -30,9 +30,16 @@ else
   cargo build --locked --bin pc-reserve-poller
 fi
 BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/pc-reserve-poller"
+# The README's commands type `pc-reserve-poller`: .local/bin holds a link to this build
+# (`export PATH="$PWD/.local/bin:$PATH"` once, as the README says).
+mkdir -p .local/bin
+ln -sfn "$(cd "$(dirname "$BIN")" && pwd)/pc-reserve-poller" .local/bin/pc-reserve-poller
 
 step "ENVIRONMENT=local pc-reserve-poller"
-ENVIRONMENT=local "$BIN"
+# Without .local/env's AWS variables: config/local.yaml names the local endpoint and
+# credentials itself, so the command works the same from any shell.
+env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_DEFAULT_REGION -u AWS_REGION \
+  ENVIRONMENT=local "$BIN"
 
 if [ "${PCR_DEMO_QUIET:-0}" != 1 ]; then
   step "what was sent"
@@ -41,3 +48,4 @@ fi
 
 step "checking every record against the independent oracle"
 .venv/bin/python scripts/verify_demo.py
+echo "demo: the README's commands run this build: export PATH=\"\$PWD/.local/bin:\$PATH\" (then ENVIRONMENT=local pc-reserve-poller check)" >&2

@@ -251,13 +251,80 @@ try:
 except Exception:
     sys.exit(1)' "$1"; }
 
+# Exit 0 when the URL serves this checkout's PcReserve schema response (the same JSON as
+# fixtures/PcReserve-schema-response.json); otherwise print why, in one line.
+schema_ok() { "$PY" -c 'import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+        body = json.loads(r.read())
+except Exception as e:
+    print(f"GET {sys.argv[1]} failed ({type(e).__name__}: {e})"); sys.exit(1)
+with open(sys.argv[2]) as f:
+    want = json.load(f)
+if body != want:
+    print(f"GET {sys.argv[1]} answers something else than scripts/fixtures/PcReserve-schema-response.json"); sys.exit(1)' \
+    "$1" "$SCRIPTS_DIR/fixtures/PcReserve-schema-response.json"; }
+
+# The pid listening on 127.0.0.1:PORT, if it can be found (ss, lsof, then /proc).
+port_pid() {
+  local port=$1 pid="" hex inode fd
+  if command -v ss >/dev/null 2>&1; then
+    pid=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+  fi
+  if [ -z "$pid" ] && command -v lsof >/dev/null 2>&1; then
+    pid=$(lsof -nP -t -iTCP:"$port" -sTCP:LISTEN 2>/dev/null | head -n 1)
+  fi
+  if [ -z "$pid" ]; then
+    hex=$(printf '%04X' "$port")
+    inode=$(awk -v p=":$hex" '$2 ~ p"$" && $4 == "0A" { print $10; exit }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+    if [ -n "$inode" ]; then
+      for fd in /proc/[0-9]*/fd/*; do
+        if [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$inode]" ]; then
+          pid=${fd#/proc/}; pid=${pid%%/*}; break
+        fi
+      done
+    fi
+  fi
+  echo "$pid"
+}
+
+# "pid N (command line)" of the process listening on PORT, or what is known.
+port_holder() {
+  local pid cmd
+  pid=$(port_pid "$1")
+  if [ -z "$pid" ]; then
+    echo "a process this user cannot see (try: sudo ss -ltnp 'sport = :$1')"
+    return
+  fi
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160 | sed 's/ *$//')
+  echo "pid $pid (${cmd:-command line not readable})"
+}
+
+# Dies naming the process on PORT and what to do. $1 port, $2 env var, $3 what is wrong.
+die_port_taken() {
+  local pid
+  pid=$(port_pid "$1")
+  die "port $1 is held by $(port_holder "$1"), which $3; stop it${pid:+ (kill $pid)} or choose a free port: $2=<port> scripts/local-stack.sh up"
+}
+
 MOTO_STARTED=0
 ensure_moto() {
+  local why
   if "$PY" "$SCRIPTS_DIR/local_aws.py" ping; then
-    say "moto: already answering on $AWS_URL"
-    return 0
+    # A ping proves little: a moto left over from another (perhaps deleted) checkout
+    # answers it and fails real calls. Reuse only a server that serves them.
+    if why=$("$PY" "$SCRIPTS_DIR/local_aws.py" probe); then
+      say "moto: already answering on $AWS_URL"
+      return 0
+    fi
+    if pid_alive "$LOCAL/moto.pid" moto_server && [ "$(port_pid "$MOTO_PORT")" = "$(cat "$LOCAL/moto.pid")" ]; then
+      say "moto: this checkout's server answers but fails a real call ($why): restarting it"
+      stop_job moto "$LOCAL/moto.pid" moto_server
+    else
+      die_port_taken "$MOTO_PORT" PCR_MOTO_PORT "answers like moto but does not work for this checkout: $why"
+    fi
   fi
-  port_open "$MOTO_PORT" && die "port $MOTO_PORT is in use by something that is not moto (set PCR_MOTO_PORT)"
+  port_open "$MOTO_PORT" && die_port_taken "$MOTO_PORT" PCR_MOTO_PORT "is not a moto server"
   say "moto: starting on $AWS_URL (log .local/moto.log)"
   start_job "$LOCAL/moto.pid" "$LOCAL/moto.log" "$PY" "$SCRIPTS_DIR/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT"
   local i
@@ -271,16 +338,24 @@ ensure_moto() {
 }
 
 ensure_schema_server() {
-  if http_ok "$SCHEMA_URL"; then
+  local why
+  if why=$(schema_ok "$SCHEMA_URL"); then
     say "schema: already answering on $SCHEMA_URL"
     return 0
   fi
-  port_open "$SCHEMA_PORT" && die "port $SCHEMA_PORT is in use by something that does not serve the schema (set PCR_SCHEMA_PORT)"
+  if port_open "$SCHEMA_PORT"; then
+    if pid_alive "$LOCAL/schema.pid" schema_server.py && [ "$(port_pid "$SCHEMA_PORT")" = "$(cat "$LOCAL/schema.pid")" ]; then
+      say "schema: this checkout's server does not serve the schema ($why): restarting it"
+      stop_job schema "$LOCAL/schema.pid" schema_server.py
+    else
+      die_port_taken "$SCHEMA_PORT" PCR_SCHEMA_PORT "does not serve this checkout's schema: $why"
+    fi
+  fi
   say "schema: starting on $SCHEMA_URL (log .local/schema.log)"
   start_job "$LOCAL/schema.pid" "$LOCAL/schema.log" "$PY" "$SCRIPTS_DIR/schema_server.py" --host 127.0.0.1 --port "$SCHEMA_PORT"
   local i
   for ((i = 0; i < 40; i++)); do
-    http_ok "$SCHEMA_URL" && return 0
+    schema_ok "$SCHEMA_URL" >/dev/null && return 0
     pid_alive "$LOCAL/schema.pid" schema_server.py || { tail -n 20 "$LOCAL/schema.log" >&2; die "schema server exited"; }
     sleep 0.25
   done
@@ -309,20 +384,21 @@ cmd_up() {
   mkdir -p "$LOCAL"
   exec 9>"$LOCAL/lock"
   flock -w 600 9 || die "another local-stack.sh holds .local/lock"
+  # moto and the schema server first: a port held by something else stops here, at once.
+  ensure_venv
+  ensure_moto
+  ensure_schema_server
   ensure_mariadb
   mariadb_setup
   ensure_postgres
   postgres_setup
-  ensure_venv
-  ensure_moto
-  ensure_schema_server
   if [ "$MOTO_STARTED" = 1 ]; then
     "$PY" "$SCRIPTS_DIR/local_aws.py" setup --fresh
   else
     "$PY" "$SCRIPTS_DIR/local_aws.py" setup
   fi
   write_env
-  say "up: done (source .local/env, then ENVIRONMENT=local reads config/local.yaml)"
+  say "up: done: ENVIRONMENT=local reads config/local.yaml (it names the local endpoint and credentials; .local/env is for the Python scripts and tests)"
 }
 
 cmd_down() {

@@ -3,10 +3,15 @@
 
 Subcommands:
   ping                 exit 0 when a moto server answers on the endpoint
+  probe                exit 0 when it also serves real KMS, Kinesis and S3 calls (a moto
+                       left over from another checkout may answer the ping and fail them);
+                       otherwise print why, in one line
   setup [--fresh]      KMS key + alias, Kinesis stream, S3 bucket, .local/salt and
                        config/local.yaml (rewritten only when it does not decrypt to the
                        expected values, or with --fresh, i.e. after moto was restarted)
   status               one line: key, stream, bucket, config state
+  scratch              create or empty the stream and bucket `pcr-scratch` (1 shard), which
+                       the README's examples that send or move a cursor use
   reset                empty the stream (delete and recreate it, same ARN) and delete every
                        object in the state bucket (cursor, lease); the config stays valid
 """
@@ -27,6 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pcr_common as c  # noqa: E402
 
 CONFIG_FILE = c.REPO_ROOT / "config" / "local.yaml"
+# The stream and bucket of the README's examples that send or move a cursor.
+SCRATCH = "pcr-scratch"
 SALT_RE = re.compile(r"^\$2[ab]\$(\d\d)\$[./A-Za-z0-9]{21}[.Oeu]$")
 
 
@@ -40,6 +47,35 @@ def ping():
             return r.status in (200, 201) and "http_urls" in json.loads(r.read())
     except Exception:
         return False
+
+
+def probe():
+    """None when moto serves a real call of each service this checkout uses, else why not."""
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}, s3={"addressing_style": "path"})
+    calls = [
+        ("kms", "ListKeys", lambda k: k.list_keys(Limit=1)),
+        ("kinesis", "ListStreams", lambda k: k.list_streams(Limit=1)),
+        ("s3", "ListBuckets", lambda k: k.list_buckets()),
+    ]
+    for service, action, call in calls:
+        client = boto3.client(
+            service,
+            endpoint_url=c.moto_endpoint(),
+            region_name=c.REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=cfg,
+        )
+        try:
+            call(client)
+        except Exception as e:  # any failure means this server is no use to this checkout
+            status = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            what = f"HTTP {status}" if status else type(e).__name__
+            return f"{service.upper() if service != 'kinesis' else 'Kinesis'} {action} failed ({what})"
+    return None
 
 
 def ensure_key(kms, fresh):
@@ -58,29 +94,31 @@ def ensure_key(kms, fresh):
     return key_id, True
 
 
-def ensure_stream(kin):
+def ensure_stream(kin, name=None, shards=2):
+    name = name or c.STREAM_NAME
     try:
-        s = kin.describe_stream_summary(StreamName=c.STREAM_NAME)["StreamDescriptionSummary"]
+        s = kin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     except kin.exceptions.ResourceNotFoundException:
-        kin.create_stream(StreamName=c.STREAM_NAME, ShardCount=2)
-        c.log(f"  kinesis: created stream {c.STREAM_NAME} (2 shards)")
+        kin.create_stream(StreamName=name, ShardCount=shards)
+        c.log(f"  kinesis: created stream {name} ({shards} shards)")
         s = None
     deadline = time.time() + 60
     while True:
-        s = kin.describe_stream_summary(StreamName=c.STREAM_NAME)["StreamDescriptionSummary"]
+        s = kin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
         if s["StreamStatus"] == "ACTIVE":
             return s["StreamARN"]
         if time.time() > deadline:
-            c.die(f"kinesis stream {c.STREAM_NAME} not ACTIVE after 60 s (status {s['StreamStatus']})")
+            c.die(f"kinesis stream {name} not ACTIVE after 60 s (status {s['StreamStatus']})")
         time.sleep(0.5)
 
 
-def ensure_bucket(s3):
+def ensure_bucket(s3, name=None):
+    name = name or c.BUCKET
     try:
-        s3.head_bucket(Bucket=c.BUCKET)
+        s3.head_bucket(Bucket=name)
     except Exception:
-        s3.create_bucket(Bucket=c.BUCKET)
-        c.log(f"  s3: created bucket {c.BUCKET}")
+        s3.create_bucket(Bucket=name)
+        c.log(f"  s3: created bucket {name}")
 
 
 def ensure_salt():
@@ -112,6 +150,11 @@ def expected_values(stream_arn, salt):
     pg_port = os.environ.get("PCR_PG_PORT", "5432")
     plain = {
         "AWS_REGION": "us-east-1",
+        # The local moto and its dummy credentials: the poller reaches the local stack with
+        # this file alone, from any shell (never put real credentials in a config file).
+        "AWS_ENDPOINT_URL": c.moto_endpoint(),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "ENVISIONWARE_DB_PORT": mysql_port,
         "ENVISIONWARE_DB_NAME": c.MYSQL_DB,
         "ENVISIONWARE_DB_SSLMODE": "disable",
@@ -245,48 +288,60 @@ def status():
     return 0 if all("MISSING" not in p for p in parts) and cfg == "config ok" else 1
 
 
-def reset():
+def reset(stream=None, bucket=None, shards=2):
+    stream, bucket = stream or c.STREAM_NAME, bucket or c.BUCKET
     kin, s3 = c.aws_client("kinesis"), c.aws_client("s3")
     try:
-        kin.delete_stream(StreamName=c.STREAM_NAME, EnforceConsumerDeletion=True)
+        kin.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
         deadline = time.time() + 60
         while True:
             try:
-                kin.describe_stream_summary(StreamName=c.STREAM_NAME)
+                kin.describe_stream_summary(StreamName=stream)
             except kin.exceptions.ResourceNotFoundException:
                 break
             if time.time() > deadline:
-                c.die(f"kinesis stream {c.STREAM_NAME} still exists 60 s after delete")
+                c.die(f"kinesis stream {stream} still exists 60 s after delete")
             time.sleep(0.5)
     except kin.exceptions.ResourceNotFoundException:
         pass
-    ensure_stream(kin)
-    ensure_bucket(s3)
+    ensure_stream(kin, stream, shards)
+    ensure_bucket(s3, bucket)
     n = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=c.BUCKET):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=c.BUCKET, Key=obj["Key"])
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
             n += 1
-    c.log(f"  reset: stream {c.STREAM_NAME} emptied, {n} objects deleted from {c.BUCKET}")
+    c.log(f"  reset: stream {stream} emptied, {n} objects deleted from {bucket}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ping")
+    sub.add_parser("probe")
     sp = sub.add_parser("setup")
     sp.add_argument("--fresh", action="store_true", help="moto was (re)started: new key and config")
     sub.add_parser("status")
     sub.add_parser("reset")
+    sub.add_parser("scratch")
     a = ap.parse_args()
     if a.cmd == "ping":
         sys.exit(0 if ping() else 1)
+    if a.cmd == "probe":
+        why = probe()
+        if why:
+            print(why)
+        sys.exit(1 if why else 0)
     if a.cmd == "setup":
         if not ping():
             c.die(f"moto is not answering at {c.moto_endpoint()}")
         setup(a.fresh)
     elif a.cmd == "status":
         sys.exit(status())
+    elif a.cmd == "scratch":
+        if not ping():
+            c.die(f"moto is not answering at {c.moto_endpoint()}")
+        reset(SCRATCH, SCRATCH, 1)
     elif a.cmd == "reset":
         if not ping():
             c.die(f"moto is not answering at {c.moto_endpoint()}")

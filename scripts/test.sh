@@ -4,7 +4,8 @@
 # checks the supply chain (cargo deny), runs the unit and integration tests (the TLS tests
 # start their own PostgreSQL with TLS, scripts/tls-postgres.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
-# independent oracle (scripts/verify_demo.py).
+# independent oracle (scripts/verify_demo.py), the README's examples against that demo
+# (tests/readme.rs) and local-stack.sh's port checks (scripts/test-local-stack.sh).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -41,5 +42,11 @@ scripts/fault-suite.sh --quick
 
 step "end-to-end demo run, checked by the independent oracle"
 PCR_DEMO_QUIET=1 scripts/demo.sh 3000
+
+step "the README's examples, run against the demo (tests/readme.rs)"
+PCR_README_TESTS=1 cargo test --locked --test readme
+
+step "local-stack.sh refuses a port held by something that does not work (scripts/test-local-stack.sh)"
+scripts/test-local-stack.sh
 
 echo "test.sh: all passed" >&2

@@ -49,7 +49,10 @@ pub enum AppError {
     #[error("schema: {0}")]
     Schema(#[source] EncodeError),
     /// A database could not be reached.
-    #[error("{what}: cannot connect: {source}")]
+    #[error(
+        "{what}: cannot connect: {source} (check {}_DB_HOST, _PORT, _USER, _PASSWORD and that the database accepts connections)",
+        what.to_ascii_uppercase()
+    )]
     Connect {
         /// Envisionware, Sierra or Redshift.
         what: &'static str,
@@ -122,6 +125,14 @@ pub fn aws_settings(raw: &RawConfig) -> AwsSettings {
         region: text("AWS_REGION"),
         profile: text("AWS_PROFILE"),
         endpoint_url: text("AWS_ENDPOINT_URL"),
+        credentials: match (text("AWS_ACCESS_KEY_ID"), text("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
+                access_key_id,
+                secret_access_key: secrecy::SecretString::from(secret),
+                session_token: text("AWS_SESSION_TOKEN").map(secrecy::SecretString::from),
+            }),
+            _ => None,
+        },
         max_attempts: text("RETRY_ATTEMPTS").and_then(|v| v.parse().ok()).unwrap_or(4),
     }
 }

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::Connection as _;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
 use crate::config::{DbSettings, SslMode};
 use crate::retry::{RetryPolicy, retry};
@@ -237,6 +238,11 @@ pub async fn connect_mysql(
         || {
             let opts = opts.clone();
             async move {
+                // One plain connection first: a refused or rejected connection answers at
+                // once with its cause, where the pool would keep trying until its timeout
+                // and then report only that it timed out.
+                let probe = with_timeout(connect_timeout, MySqlConnection::connect_with(&opts)).await?;
+                let _ = probe.close().await;
                 MySqlPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(connect_timeout)
@@ -264,6 +270,9 @@ pub async fn connect_pg(
         || {
             let opts = opts.clone();
             async move {
+                // As for MySQL: the cause of a refused connection, at once.
+                let probe = with_timeout(connect_timeout, PgConnection::connect_with(&opts)).await?;
+                let _ = probe.close().await;
                 PgPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(connect_timeout)

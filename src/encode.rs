@@ -321,11 +321,18 @@ impl std::fmt::Display for FetchFailure {
     }
 }
 
-/// A reqwest error's text with its URL removed (URLs can carry credentials).
+/// A reqwest error's text naming the endpoint without what a URL can carry besides it
+/// (credentials in the user part, tokens in the query).
 fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<schema url>");
+        let endpoint = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        text = text.replace(url.as_str(), &format!("{endpoint}, PC_RESERVE_SCHEMA_URL"));
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogLevel;
 
 /// Installs the global subscriber. Dependencies' chatter is held at warn unless the
-/// level is debug.
+/// level is debug; the AWS SDK's own log lines (its credential-chain and retry warnings
+/// carry debug dumps of whole errors) only show at debug: the poller says what failed in
+/// its own words, once, in the error that ends the run.
 pub fn init(level: LogLevel, json: bool) {
     let directive = level.directive();
     let filter = if level == LogLevel::Debug {
@@ -16,8 +18,9 @@ pub fn init(level: LogLevel, json: bool) {
         format!("info,apache_avro=error,pc_reserve_poller={directive}")
     } else {
         // apache_avro warns about the schema's single-branch unions, which are the
-        // warehouse's own choice and must stay as they are.
-        format!("warn,apache_avro=error,pc_reserve_poller={directive}")
+        // warehouse's own choice and must stay as they are. `aws` is a prefix: aws_config,
+        // aws_smithy_*, aws_sdk_*, aws_runtime.
+        format!("warn,aws=off,apache_avro=error,pc_reserve_poller={directive}")
     };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

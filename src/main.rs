@@ -22,22 +22,30 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err @ AppError::Stopped) => {
-            // A requested stop is not a failure; the exit code tells schedulers it happened.
-            tracing::info!("{err}");
-            if !logging::json_logs() {
-                eprintln!("pc-reserve-poller: {err}");
-            }
-            ExitCode::from(err.exit_code())
-        }
         Err(err) => {
-            tracing::error!(error = %err, "failed");
-            // With JSON logs the line above is the whole report: standard error stays JSON.
-            if !logging::json_logs() {
-                eprintln!("pc-reserve-poller: error: {err}");
-            }
+            report(&err);
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+/// Prints the one line that ends a failed or stopped command, once: in text mode as
+/// `pc-reserve-poller: error: ...` (no log line repeats it), with JSON logs as one log
+/// line so standard error stays JSON. A stop by SIGTERM/SIGINT (ECS stops every task this
+/// way) is expected: it is reported at INFO, never as an error.
+fn report(err: &AppError) {
+    let code = err.exit_code();
+    let stopped = code == app::EXIT_STOPPED;
+    if logging::json_logs() {
+        if stopped {
+            tracing::info!(exit_code = code, "{err}");
+        } else {
+            tracing::error!(exit_code = code, error = %err, "failed");
+        }
+    } else if stopped {
+        eprintln!("pc-reserve-poller: {err}");
+    } else {
+        eprintln!("pc-reserve-poller: error: {err}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! The IAM permission behind a refused AWS call: every call the poller makes names the
 //! action it needs (see `deploy/iam-policy.json`), so a refusal says which permission is
-//! missing, on one line: `AccessDenied: Access Denied (the role needs s3:PutObject on
-//! arn:aws:s3:::bucket/key)`.
+//! missing, on one line: `access denied (AccessDenied: Access Denied): the role or user
+//! running the poller needs s3:PutObject on arn:aws:s3:::bucket/key`.
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -15,9 +15,9 @@ pub fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
         })
 }
 
-/// The note appended to a refusal: `the role needs ACTION on RESOURCE`.
+/// The fix named after a refusal: `the role or user running the poller needs ACTION on RESOURCE`.
 pub fn needs(action: &str, resource: &str) -> String {
-    format!("the role needs {action} on {resource}")
+    format!("the role or user running the poller needs {action} on {resource}")
 }
 
 /// The HTTP status of an SDK error's answer, if the service answered.
@@ -31,9 +31,11 @@ pub fn describe<E>(err: &SdkError<E, HttpResponse>, action: &str, resource: &str
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let text = crate::aws::error_text(err);
-    if is_access_denied(err.code(), status(err)) {
-        format!("{text} ({})", needs(action, resource))
+    let text = crate::aws::error_text_on(err, Some(resource));
+    // `error_text_on` names the permission for the denial codes it knows; any other
+    // refusal (a bare 403 with another code) gets the same note here.
+    if is_access_denied(err.code(), status(err)) && !text.starts_with("access denied (") {
+        format!("access denied ({text}): {}", needs(action, resource))
     } else {
         text
     }
@@ -55,7 +57,10 @@ mod tests {
         assert!(is_access_denied(Some("AccessDenied"), None));
         assert!(!is_access_denied(Some("NoSuchKey"), Some(404)));
         assert!(!is_access_denied(Some("ResourceNotFoundException"), Some(400)));
-        assert_eq!(needs("kms:Decrypt", "the key"), "the role needs kms:Decrypt on the key");
+        assert_eq!(
+            needs("kms:Decrypt", "the key"),
+            "the role or user running the poller needs kms:Decrypt on the key"
+        );
         assert_eq!(s3_object_arn("b", "p/state.json"), "arn:aws:s3:::b/p/state.json");
     }
 }

@@ -118,7 +118,8 @@ impl StopToken {
                     _ = term.recv() => StopReason::Terminate,
                     _ = int.recv() => StopReason::Interrupt,
                 };
-                tracing::warn!(signal = %reason, grace_seconds = token.grace.as_secs_f64(), "stopping: finishing the request in flight, then saving the cursor");
+                // An expected stop (ECS sends SIGTERM on every deployment): not a warning.
+                tracing::info!(signal = %reason, grace_seconds = token.grace.as_secs_f64(), "stopping: finishing the request in flight, then saving the cursor");
                 token.request(reason);
             }
             #[cfg(not(unix))]

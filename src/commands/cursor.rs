@@ -156,6 +156,11 @@ pub async fn set(
             .lock()
             .read_line(&mut answer)
             .map_err(|e| AppError::Startup(format!("cannot read standard input: {e}")))?;
+        if !answer.ends_with('\n') {
+            // End of input (a script, a closed pipe): end the prompt's line, so the next
+            // line on standard error starts on its own.
+            eprintln!();
+        }
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
             return Err(AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()));
         }

@@ -21,16 +21,32 @@ use crate::config::{ConfigError, LogLevel, RawConfig};
 use crate::db::{DbError, with_timeout};
 use crate::domain::Cursor;
 
-/// Gathers the configuration (phase one) and installs the logger it asks for.
+/// Gathers the configuration (phase one), installs the logger it asks for and logs at
+/// DEBUG where the configuration comes from (the tools: their answers would otherwise
+/// start with it).
 pub fn gather_and_log(config: &ConfigArgs, source: &app::ConfigSource) -> Result<RawConfig, AppError> {
+    gather_and_log_source(config, source, false)
+}
+
+/// [`gather_and_log`], logging where the configuration comes from once: at INFO when
+/// `announce` (runs), else at DEBUG.
+pub fn gather_and_log_source(
+    config: &ConfigArgs,
+    source: &app::ConfigSource,
+    announce: bool,
+) -> Result<RawConfig, AppError> {
     let raw = app::gather(source)?;
     init_logging(&raw)?;
-    match &source.path {
-        Some(path) => tracing::debug!(config = %path.display(), "configuration file"),
-        None if config.environment.is_none() => {
+    match (&source.path, announce) {
+        (Some(path), true) => tracing::info!(config = %path.display(), "configuration file"),
+        (Some(path), false) => tracing::debug!(config = %path.display(), "configuration file"),
+        (None, true) => {
+            tracing::info!("no ENVIRONMENT or --config: reading variables from the environment only")
+        }
+        (None, false) if config.environment.is_none() => {
             tracing::debug!("no ENVIRONMENT or --config: reading variables from the environment only")
         }
-        None => {}
+        (None, false) => {}
     }
     Ok(raw)
 }

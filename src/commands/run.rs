@@ -66,11 +66,7 @@ fn environment_name(config: &ConfigArgs) -> String {
 /// `run` (also the default command).
 pub async fn run(config: &ConfigArgs, args: RunArgs) -> Result<(), AppError> {
     let source = config.source(Some(&args));
-    let raw = super::gather_and_log(config, &source)?;
-    match &source.path {
-        Some(path) => tracing::info!(config = %path.display(), "configuration file"),
-        None => tracing::info!("no ENVIRONMENT or --config: reading variables from the environment only"),
-    }
+    let raw = super::gather_and_log_source(config, &source, true)?;
     let (settings, sdk, aws) = app::load(raw).await?;
     let environment = environment_name(config);
     let stop = StopToken::with_grace(settings.stop_timeout);

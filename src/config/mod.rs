@@ -288,10 +288,13 @@ const REQUIRED: [&str; 21] = [
 const REQUIRED_FOR_CACHE: [&str; 2] = ["S3_BUCKET", "S3_RESOURCE"];
 
 /// Every variable this program reads (anything else in the file is reported at debug).
-pub const KNOWN: [&str; 52] = [
+pub const KNOWN: [&str; 55] = [
     "AWS_REGION",
     "AWS_PROFILE",
     "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "ENVISIONWARE_DB_HOST",
     "ENVISIONWARE_DB_PORT",
     "ENVISIONWARE_DB_NAME",
@@ -489,8 +492,14 @@ impl RawConfig {
             }
             values.insert(name, text);
         }
-        for name in ["ENVISIONWARE_DB_PASSWORD", "SIERRA_DB_PASSWORD", "REDSHIFT_DB_PASSWORD", "BCRYPT_SALT"]
-        {
+        for name in [
+            "ENVISIONWARE_DB_PASSWORD",
+            "SIERRA_DB_PASSWORD",
+            "REDSHIFT_DB_PASSWORD",
+            "BCRYPT_SALT",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
             if let Some(v) = values.get(name).filter(|v| !v.is_empty()) {
                 secrets.push(SecretString::from(v.clone()));
             }

@@ -164,3 +164,144 @@ fn help_teaches_with_examples() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("Exit codes"), "{text}");
 }
+
+/// The binary with nothing of the calling shell: no AWS variables, a home without
+/// `~/.aws`, empty shared config and credentials files, no instance metadata. `vars` are
+/// added.
+fn run_isolated(args: &[&str], dir: &std::path::Path, vars: &[(&str, &str)]) -> Output {
+    let empty = dir.join("empty-aws-file");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Standard error's lines, and the checks every failure must pass: the last line is the
+/// only one not logged at INFO (or DEBUG), it is the one error line, and no line carries
+/// an SDK debug dump.
+fn failure_lines(out: &Output) -> Vec<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<String> = stderr.lines().map(str::to_string).collect();
+    let (last, before) = lines.split_last().unwrap_or_else(|| panic!("no output: {stderr}"));
+    assert!(last.starts_with("pc-reserve-poller: error: "), "last line: {stderr}");
+    for line in before {
+        assert!(
+            line.contains(" INFO ") || line.contains(" DEBUG "),
+            "a line besides the error: {line}\n{stderr}"
+        );
+    }
+    for dump in ["CredentialsNotLoaded", "Some(", "DispatchFailure", "ConnectorError", "source:"] {
+        assert!(!stderr.contains(dump), "SDK debug output ({dump}): {stderr}");
+    }
+    let error_lines = lines.iter().filter(|l| l.to_ascii_lowercase().contains("error")).count();
+    assert_eq!(error_lines, 1, "the error is printed once: {stderr}");
+    lines
+}
+
+#[tokio::test]
+async fn without_credentials_one_line_names_the_chain_tried_and_the_fixes() {
+    let env = TestEnv::new().await;
+    let dir = tempdir();
+    let config = write_config(&env, &dir, &[]).await;
+    let endpoint = env.stack.aws_endpoint.clone();
+    let out = run_isolated(&["-c", config.to_str().unwrap()], &dir, &[("AWS_ENDPOINT_URL", &endpoint)]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = failure_lines(&out);
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("pc-reserve-poller: error: configuration: "), "{last}");
+    for part in [
+        "KMS could not decrypt it: no AWS credentials found (tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile in ~/.aws/config and ~/.aws/credentials",
+        "the ECS task role and the EC2 instance role",
+        "set AWS_PROFILE (after `aws sso login` for an SSO profile), export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a task role",
+    ] {
+        assert!(last.contains(part), "{part}: {last}");
+    }
+
+    // With JSON logs: JSON lines only, one at ERROR, no SDK dump in any of them.
+    let config = write_config(&env, &dir, &[("LOG_FORMAT", "json")]).await;
+    let out = run_isolated(&["-c", config.to_str().unwrap()], &dir, &[("AWS_ENDPOINT_URL", &endpoint)]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let levels: Vec<String> = stderr
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"));
+            v["level"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(levels.iter().filter(|l| *l == "ERROR").count(), 1, "{stderr}");
+    assert!(levels.iter().all(|l| l == "INFO" || l == "ERROR"), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    for dump in ["CredentialsNotLoaded", "Some(", "DispatchFailure", "ConnectorError"] {
+        assert!(!stderr.contains(dump), "SDK debug output ({dump}): {stderr}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_aws_endpoint_is_named_in_one_line() {
+    let env = TestEnv::new().await;
+    let dir = tempdir();
+    let config = write_config(&env, &dir, &[]).await;
+    let vars = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let out = run_isolated(&["-c", config.to_str().unwrap()], &dir, &vars);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = failure_lines(&out);
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("KMS could not decrypt it: kms:Decrypt: cannot reach http://127.0.0.1:1 (AWS_ENDPOINT_URL): Connection refused"),
+        "{last}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn each_error_is_printed_once_in_text_and_in_json() {
+    let env = TestEnv::new().await;
+    let dir = tempdir();
+    let config = write_config(&env, &dir, &[("KINESIS_BATCH_SIZE", "900")]).await;
+    let out = run_bin(&["-c", config.to_str().unwrap()], &env, None);
+    assert_eq!(out.status.code(), Some(2));
+    let lines = failure_lines(&out);
+    assert_eq!(lines.join("\n").matches("KINESIS_BATCH_SIZE").count(), 1, "{lines:?}");
+
+    // With JSON logs every line is JSON, and the error is one of them, at ERROR.
+    let config = write_config(&env, &dir, &[("KINESIS_BATCH_SIZE", "900"), ("LOG_FORMAT", "json")]).await;
+    let out = run_bin(&["-c", config.to_str().unwrap()], &env, None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(errors[0]["exit_code"], 2, "{stderr}");
+    assert_eq!(stderr.matches("KINESIS_BATCH_SIZE").count(), 1, "{stderr}");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_run_names_its_configuration_file_once_even_at_debug() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(3)).await;
+    let dir = tempdir();
+    let config = write_config(&env, &dir, &[("LOG_LEVEL", "debug")]).await;
+    let out = run_bin(&["-c", config.to_str().unwrap()], &env, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("configuration file").count(), 1, "{stderr}");
+    env.cleanup().await;
+}

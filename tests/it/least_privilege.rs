@@ -172,8 +172,8 @@ async fn removing_any_statement_fails_the_command_that_needs_it_naming_the_permi
         (
             "DecryptTheConfiguration",
             vec![
-                (vec!["check"], 7, "the role needs kms:Decrypt on"),
-                (vec!["run"], 2, "the role needs kms:Decrypt on"),
+                (vec!["check"], 7, "the role or user running the poller needs kms:Decrypt on"),
+                (vec!["run"], 2, "the role or user running the poller needs kms:Decrypt on"),
             ],
         ),
         (
@@ -183,16 +183,37 @@ async fn removing_any_statement_fails_the_command_that_needs_it_naming_the_permi
                 (
                     vec!["cursor", "set", "--date-time", "2023-01-02 00:00:00", "--key", "0", "--yes"],
                     1,
-                    "the role needs s3:PutObject on arn:aws:s3:::",
+                    "the role or user running the poller needs s3:PutObject on arn:aws:s3:::",
                 ),
             ],
         ),
-        ("HoldTheLease", vec![(vec!["run"], 1, "the role needs s3:PutObject on arn:aws:s3:::")]),
-        ("SendRecords", vec![(vec!["run"], 1, "the role needs kinesis:PutRecords on arn:aws:kinesis:")]),
-        ("CheckTheStream", vec![(vec!["check"], 7, "the role needs kinesis:DescribeStreamSummary on")]),
+        (
+            "HoldTheLease",
+            vec![(vec!["run"], 1, "the role or user running the poller needs s3:PutObject on arn:aws:s3:::")],
+        ),
+        (
+            "SendRecords",
+            vec![(
+                vec!["run"],
+                1,
+                "the role or user running the poller needs kinesis:PutRecords on arn:aws:kinesis:",
+            )],
+        ),
+        (
+            "CheckTheStream",
+            vec![(
+                vec!["check"],
+                7,
+                "the role or user running the poller needs kinesis:DescribeStreamSummary on",
+            )],
+        ),
         (
             "DecodeTheStream",
-            vec![(vec!["decode", "--from-start"], 1, "the role needs kinesis:ListShards on")],
+            vec![(
+                vec!["decode", "--from-start"],
+                1,
+                "the role or user running the poller needs kinesis:ListShards on",
+            )],
         ),
     ]);
     let sids: Vec<&str> =

@@ -55,6 +55,17 @@ async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
+    // An expected stop (ECS sends SIGTERM on every deployment): nothing at ERROR, and the
+    // last line says it stopped, not that it failed.
+    assert!(!stderr.contains("ERROR") && !stderr.contains("error:"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("pc-reserve-poller: stopped (SIGTERM); the cursor is saved"),
+        "{stderr}"
+    );
 
     // The cursor is the last record on the stream: nothing acknowledged was left behind.
     let sent = env.sent().await;

@@ -64,6 +64,7 @@ impl Stack {
             profile: None,
             endpoint_url: Some(self.aws_endpoint.clone()),
             max_attempts: 2,
+            ..AwsSettings::default()
         }
     }
 }
