@@ -4,6 +4,7 @@
 #
 #   hadolint Dockerfile                                   (.hadolint.yaml: failure threshold)
 #   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+#   scripts/test_deploy_files.py                          (names, tags, trigger, role, config values)
 #
 #   scripts/lint-deploy.sh
 set -euo pipefail
@@ -28,3 +29,5 @@ echo "lint-deploy: hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'
 "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
 echo "lint-deploy: check-jsonschema (GitHub workflow schema) .github/workflows/*.yml" >&2
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/test_deploy_files.py)" >&2
+"$VENV/bin/python" scripts/test_deploy_files.py
