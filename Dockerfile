@@ -1,29 +1,41 @@
 # syntax=docker/dockerfile:1
 # Two stages: build the release binary with the Rust toolchain, then copy it alone into
-# a distroless image (glibc, CA certificates, no shell, no package manager) that runs as
-# an unprivileged user.
+# a distroless image (glibc, the Debian CA bundle, no shell, no package manager) that runs
+# as an unprivileged user.
 #
 #   docker image build -t pc-reserve-poller:local .
 #   docker container run --rm -e ENVIRONMENT=qa -e AWS_PROFILE=... pc-reserve-poller:local check
+#
+# scripts/check-image-context.sh lays out what the COPY lines below take from the build
+# context (after .dockerignore) and builds it with cargo, without a container engine.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a source-only change reuses this layer.
+# Everything cargo reads: the workspace manifest and lock file, both members' sources
+# (the root package and crates/bcrypt-lanes) and the bench the manifest declares.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+COPY crates ./crates
+COPY benches ./benches
 COPY src ./src
-# Touch the sources so cargo rebuilds the crate itself over the placeholder.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
-    && strip target/release/pc-reserve-poller
+# The registry and target directories are BuildKit cache mounts: a rebuild after a source
+# change recompiles only the workspace's own crates. The binary is copied out of the
+# cache mount so that the next stage can take it.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+    && mkdir -p /out \
+    && cp target/release/pc-reserve-poller /out/pc-reserve-poller \
+    && strip /out/pc-reserve-poller
 
+# distroless/cc: glibc and libgcc for the Rust binary, /etc/ssl/certs/ca-certificates.crt
+# (Debian's ca-certificates) with SSL_CERT_FILE pointing at it, which is the root store
+# the database TLS (verify-full) and the AWS SDK read; user 65532 "nonroot".
 FROM gcr.io/distroless/cc-debian12:nonroot
 WORKDIR /app
-COPY --from=build /src/target/release/pc-reserve-poller /app/pc-reserve-poller
+COPY --from=build /out/pc-reserve-poller /app/pc-reserve-poller
 # ENVIRONMENT=<name> reads config/<name>.yaml relative to the working directory, as the
 # original did. config/local.yaml is never part of the image (.dockerignore).
 COPY config/devel.yaml config/qa.yaml config/production.yaml /app/config/
-USER nonroot:nonroot
+USER 65532:65532
 ENTRYPOINT ["/app/pc-reserve-poller"]
 CMD ["run"]

@@ -2,7 +2,7 @@
 #   make run                 one run with config/devel.yaml
 #   make run ENV=qa ARGS='run --dry-run'
 #   make test                the whole suite (starts the local stack when needed)
-#   make lint                formatting and clippy, as CI runs them
+#   make lint                formatting, clippy and the deployment files' linters, as CI runs them
 .PHONY: run check test lint fmt image help
 
 ENV ?= devel
@@ -23,6 +23,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+	scripts/lint-deploy.sh
 
 fmt:
 	cargo fmt --all

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
-# checks the supply chain (cargo deny), runs the unit and integration tests (the TLS tests
-# start their own PostgreSQL with TLS, scripts/tls-postgres.sh), the quick fault suite
+# lints the Dockerfile and the GitHub workflows (scripts/lint-deploy.sh), checks the supply
+# chain (cargo deny), runs the unit and integration tests (the TLS tests start their own
+# PostgreSQL with TLS, scripts/tls-postgres.sh), checks that the image's build stage builds
+# from what the Dockerfile copies (scripts/check-image-context.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
 # independent oracle (scripts/verify_demo.py), the README's examples against that demo
 # (tests/readme.rs) and local-stack.sh's port checks (scripts/test-local-stack.sh).
@@ -31,11 +33,18 @@ if [ "${PCR_SKIP_LINT:-0}" != 1 ]; then
   cargo clippy --all-targets --locked -- -D warnings
 fi
 
+step "deployment files: hadolint Dockerfile, GitHub workflow schema (scripts/lint-deploy.sh)"
+scripts/lint-deploy.sh
+
 step "cargo deny: licences, bans, sources (offline)"
 scripts/cargo-deny.sh
 
 step "cargo test (unit + integration against the local stack)"
 cargo test --locked --all-targets
+
+step "image build context: the Dockerfile's COPY lines after .dockerignore, checked by cargo (scripts/check-image-context.sh)"
+python3 scripts/test_image_context.py
+scripts/check-image-context.sh
 
 step "fault suite, CI-sized (SIGKILL loop, cut database connections, Kinesis partial failures, two pollers, lost S3 answers; about 1 minute)"
 scripts/fault-suite.sh --quick

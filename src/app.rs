@@ -38,6 +38,8 @@ pub const EXIT_RETENTION_LOST: u8 = 5;
 pub const EXIT_STOPPED: u8 = 6;
 /// Exit code: `check` found a failing dependency.
 pub const EXIT_CHECK_FAILED: u8 = 7;
+/// Exit code: `reconcile` found a difference larger than its tolerance.
+pub const EXIT_RECONCILE_DIFFERENCE: u8 = 8;
 
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,16 @@ pub enum AppError {
     /// `check` found failing dependencies (they were printed).
     #[error("check: {0} of the dependencies failed")]
     CheckFailed(usize),
+    /// `reconcile` found a difference larger than `--tolerance` (the counts were printed).
+    #[error("reconcile: the difference ({difference}) is larger than the tolerance ({tolerance}): {missing}")]
+    ReconcileDifference {
+        /// Envisionware's reservations minus the warehouse's distinct keys.
+        difference: i128,
+        /// The largest difference, either way, that passes.
+        tolerance: u64,
+        /// What the difference means, in words.
+        missing: String,
+    },
     /// SIGTERM or SIGINT stopped the command after the cursor was saved.
     #[error("stopped by a signal; the cursor is saved")]
     Stopped,
@@ -99,6 +111,7 @@ impl AppError {
             Self::Run(RunError::RetentionLost { .. }) => EXIT_RETENTION_LOST,
             Self::Usage(_) => EXIT_CONFIG,
             Self::CheckFailed(_) => EXIT_CHECK_FAILED,
+            Self::ReconcileDifference { .. } => EXIT_RECONCILE_DIFFERENCE,
             _ => EXIT_FAILURE,
         }
     }

@@ -42,7 +42,7 @@ lease (or took it during this run; nothing more was sent), 4 another writer move
 cursor (this run stopped without sending more), 5 retention lost (Envisionware's oldest
 row is newer than the cursor and the poller was not caught up within
 ENVISIONWARE_RETENTION_HOURS), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
-found a failing dependency.";
+found a failing dependency, 8 `reconcile` found a difference above --tolerance.";
 
 /// `pc-reserve-poller`.
 #[derive(Debug, Parser)]
@@ -105,9 +105,13 @@ pub enum Command {
     /// retries. Prints one line per dependency: a tick or a cross, the latency and what was found
     /// or why it failed. Exit code 7 when anything failed.
     #[command(
-        after_help = "Example:\n  ENVIRONMENT=production pc-reserve-poller check || echo 'something is down'"
+        after_help = "Examples:\n  ENVIRONMENT=production pc-reserve-poller check || echo 'something is down'\n  pc-reserve-poller -e production check --format json | jq -r '.checks[] | select(.ok | not) | .name'"
     )]
-    Check,
+    Check {
+        /// `text`: one line per dependency; `json`: one JSON object (ok, failed, checks).
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
     /// Show or move the S3 cursor.
     #[command(
         subcommand,
@@ -160,12 +164,23 @@ pub enum Command {
     ///
     /// Counts Envisionware reservations whose pcrDateTime falls on DATE and the distinct
     /// keys in Redshift's pc_reserve table (pc_reserve_<REDSHIFT_DB_NAME> outside
-    /// production) whose transaction_et is DATE, and prints the difference.
-    #[command(after_help = "Example:\n  pc-reserve-poller -e production reconcile --date 2024-05-01")]
+    /// production) whose transaction_et is DATE, and prints the difference. Exit code 8
+    /// when the difference, either way, is larger than --tolerance (default 0). Envisionware
+    /// keeps about two days: reconcile a day it still holds (yesterday).
+    #[command(
+        after_help = "Examples:\n  pc-reserve-poller -e production reconcile --date 2024-05-01\n  pc-reserve-poller -e production reconcile --date yesterday --tolerance 5 --format json"
+    )]
     Reconcile {
-        /// The day, `YYYY-MM-DD`.
-        #[arg(long, value_name = "DATE")]
-        date: chrono::NaiveDate,
+        /// The day: `YYYY-MM-DD`, or `yesterday`/`today` by Envisionware's clock (New York
+        /// time, as it stamps reservations).
+        #[arg(long, value_name = "DATE", value_parser = parse_reconcile_day)]
+        date: ReconcileDay,
+        /// The largest difference (either way) that still exits 0.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        tolerance: u64,
+        /// `text`: one line per count; `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
     },
     /// Measures bcrypt hashes per second on one core (used by scripts/bench.sh).
     #[command(hide = true)]
@@ -186,8 +201,14 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CursorCommand {
     /// Print the cursor, when it was written and how many reservations lie after it.
-    #[command(after_help = "Example:\n  pc-reserve-poller -e qa cursor show")]
-    Show,
+    #[command(
+        after_help = "Examples:\n  pc-reserve-poller -e qa cursor show\n  pc-reserve-poller -e qa cursor show --format json | jq .lag_seconds"
+    )]
+    Show {
+        /// `text`: one line per field; `json`: one JSON object.
+        #[arg(long, value_enum, default_value_t)]
+        format: OutputFormat,
+    },
     /// Move the cursor, with the same conditional write runs use.
     ///
     /// Asks for confirmation unless --yes. Refuses to move forward past reservations
@@ -210,6 +231,16 @@ pub enum CursorCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// How a tool prints its answer on standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned lines for people.
+    #[default]
+    Text,
+    /// One JSON object on one line, for scripts and alarms.
+    Json,
 }
 
 fn parse_date_time(text: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -304,5 +335,26 @@ mod tests {
         assert_eq!(src.flags["IGNORE_CACHE"], "true");
         assert_eq!(src.flags["LOG_LEVEL"], "debug");
         assert!(Cli::try_parse_from(["p", "--set", "novalue"]).is_err());
+    }
+}
+
+/// The day `reconcile` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileDay {
+    /// A calendar date.
+    On(chrono::NaiveDate),
+    /// So many days before today by Envisionware's clock (`yesterday` is 1, `today` 0), so a
+    /// scheduled check needs no date arithmetic of its own.
+    DaysAgo(u32),
+}
+
+/// Parses `--date`: `YYYY-MM-DD`, `yesterday` or `today`.
+fn parse_reconcile_day(text: &str) -> Result<ReconcileDay, String> {
+    match text {
+        "yesterday" => Ok(ReconcileDay::DaysAgo(1)),
+        "today" => Ok(ReconcileDay::DaysAgo(0)),
+        _ => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map(ReconcileDay::On)
+            .map_err(|_| format!("expected YYYY-MM-DD, yesterday or today, not {text:?}")),
     }
 }

@@ -55,8 +55,8 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
         None => commands::run::run(config, RunArgs::default()).await,
         Some(Command::Run(args)) => commands::run::run(config, args).await,
         Some(Command::Pseudonymize { values }) => pseudonymize(config, values).await,
-        Some(Command::Check) => commands::check::check(config).await,
-        Some(Command::Cursor(CursorCommand::Show)) => commands::cursor::show(config).await,
+        Some(Command::Check { format }) => commands::check::check(config, format).await,
+        Some(Command::Cursor(CursorCommand::Show { format })) => commands::cursor::show(config, format).await,
         Some(Command::Cursor(CursorCommand::Set { date_time, key, yes, force })) => {
             commands::cursor::set(config, &date_time, &key, yes, force).await
         }
@@ -69,7 +69,9 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
             commands::decode::decode(config, from, limit).await
         }
         Some(Command::Backfill { from, to }) => commands::backfill::backfill(config, from, to).await,
-        Some(Command::Reconcile { date }) => commands::reconcile::reconcile(config, date).await,
+        Some(Command::Reconcile { date, tolerance, format }) => {
+            commands::reconcile::reconcile(config, date, tolerance, format).await
+        }
         Some(Command::BenchHash { cost, kernel, seconds }) => bench_hash(cost, kernel.as_deref(), seconds),
     }
 }

@@ -68,6 +68,13 @@ pub fn failure_document(environment: &str) -> Value {
     document(environment, &[("RunsFailed", "Count", json!(1))])
 }
 
+/// The EMF document of a run refused or stopped by the lease (exit code 3): another runner
+/// was sending, which is an expected overlap rather than a failure, so it counts as
+/// `RunsRefused` and `RunsFailed` stays 0.
+pub fn refused_document(environment: &str) -> Value {
+    document(environment, &[("RunsFailed", "Count", json!(0)), ("RunsRefused", "Count", json!(1))])
+}
+
 /// Prints one document as a line on standard output.
 pub fn emit(doc: &Value) {
     use std::io::Write as _;

@@ -3,13 +3,14 @@
 //! very statements of a run (through the run's own functions) with values that match
 //! nothing, and their result columns are checked against the types a run decodes, so a
 //! protocol, type or permission problem shows here rather than in the first batch.
+//! `--format json` prints the same lines as one JSON object.
 
 use std::future::Future;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::app::{self, AppError};
-use crate::cli::ConfigArgs;
+use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
 
 use crate::db::{connect_mysql, connect_pg, mysql_options, pg_options, with_timeout};
@@ -51,8 +52,9 @@ where
     CheckLine { name, latency: started.elapsed(), detail }
 }
 
-/// Runs every check, prints one line per dependency, fails with exit code 7 if any failed.
-pub async fn check(config: &ConfigArgs) -> Result<(), AppError> {
+/// Runs every check, prints one line per dependency (or one JSON object), fails with exit
+/// code 7 if any failed.
+pub async fn check(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppError> {
     let source = config.source(None);
     let raw = super::gather_and_log(config, &source)?;
     let mut lines = Vec::new();
@@ -76,11 +78,11 @@ pub async fn check(config: &ConfigArgs) -> Result<(), AppError> {
                 latency: started.elapsed(),
                 detail: Err(e.to_string()),
             });
-            return report(&lines);
+            return report(&lines, format);
         }
     };
     lines.extend(dependencies(&settings, &sdk, &aws).await);
-    report(&lines)
+    report(&lines, format)
 }
 
 /// Opens one plain connection and closes it: a refused connection answers at once,
@@ -93,12 +95,40 @@ async fn reachable<C: sqlx::Connection>(settings: &Settings, options: &C::Option
     Ok(())
 }
 
-fn report(lines: &[CheckLine]) -> Result<(), AppError> {
+/// The `--format json` object: `ok`, `failed` and one entry per line, in order.
+pub fn to_json(lines: &[CheckLine]) -> serde_json::Value {
+    let checks: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let (ok, detail) = match &l.detail {
+                Ok(t) => (true, t),
+                Err(t) => (false, t),
+            };
+            serde_json::json!({
+                "name": l.name,
+                "ok": ok,
+                "latency_ms": u64::try_from(l.latency.as_millis()).unwrap_or(u64::MAX),
+                "detail": detail,
+            })
+        })
+        .collect();
+    let failed = lines.iter().filter(|l| l.detail.is_err()).count();
+    serde_json::json!({ "ok": failed == 0, "failed": failed, "checks": checks })
+}
+
+fn report(lines: &[CheckLine], format: OutputFormat) -> Result<(), AppError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for line in lines {
-        // A closed standard output must not hide the verdict, which the exit code carries.
-        let _ = writeln!(out, "{line}");
+    // A closed standard output must not hide the verdict, which the exit code carries.
+    match format {
+        OutputFormat::Text => {
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        OutputFormat::Json => {
+            let _ = writeln!(out, "{}", to_json(lines));
+        }
     }
     let failed = lines.iter().filter(|l| l.detail.is_err()).count();
     if failed == 0 { Ok(()) } else { Err(AppError::CheckFailed(failed)) }
@@ -194,4 +224,21 @@ pub async fn dependencies(
     });
     let (a, b, c, d, e, f) = tokio::join!(schema, envisionware, sierra, redshift, kinesis, s3);
     vec![a, b, c, d, e, f]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_as_json_lists_each_line_and_counts_the_failures() {
+        let lines = [
+            CheckLine { name: "schema", latency: Duration::from_millis(12), detail: Ok("fetched".into()) },
+            CheckLine { name: "Kinesis", latency: Duration::from_millis(3), detail: Err("not found".into()) },
+        ];
+        assert_eq!(
+            to_json(&lines).to_string(),
+            r#"{"checks":[{"detail":"fetched","latency_ms":12,"name":"schema","ok":true},{"detail":"not found","latency_ms":3,"name":"Kinesis","ok":false}],"failed":1,"ok":false}"#
+        );
+    }
 }

@@ -1,11 +1,12 @@
 //! `cursor show` and `cursor set`: read the S3 cursor with its age and backlog, or move
-//! it with the same conditional write runs use.
+//! it with the same conditional write runs use. `cursor show --format json` prints the
+//! report as one JSON object.
 
 use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
 use crate::app::{self, AppError};
-use crate::cli::ConfigArgs;
+use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
 use crate::db::connect_mysql;
 use crate::domain::{Cursor, format_date_time};
@@ -57,6 +58,26 @@ impl std::fmt::Display for CursorReport {
     }
 }
 
+impl CursorReport {
+    /// The `--format json` object. Times are Envisionware's (`pcr_date_time`, `newest`) or
+    /// UTC in RFC 3339 (`written`); `lag_seconds` is how far the cursor is behind the
+    /// newest reservation, null without a cursor or reservations.
+    pub fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+        let secs = |d: Duration| d.as_secs();
+        serde_json::json!({
+            "location": self.location,
+            "exists": self.cursor.is_some(),
+            "pcr_date_time": self.cursor.map(|c| format_date_time(c.date_time)),
+            "pcr_key": self.cursor.map(|c| c.key.to_string()),
+            "written": self.written.map(|w| w.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "written_age_seconds": self.written.map(|w| secs((now - w).to_std().unwrap_or(Duration::ZERO))),
+            "behind": self.behind,
+            "newest": self.newest.map(format_date_time),
+            "lag_seconds": self.cursor.and_then(|c| super::lag(c, self.newest)).map(secs),
+        })
+    }
+}
+
 async fn settings_and_store(
     config: &ConfigArgs,
 ) -> Result<(Settings, S3CursorStore, aws_sdk_s3::Client), AppError> {
@@ -70,8 +91,8 @@ async fn settings_and_store(
     Ok((settings, store, client))
 }
 
-/// `cursor show`.
-pub async fn show(config: &ConfigArgs) -> Result<(), AppError> {
+/// `cursor show`, as aligned lines or one JSON object.
+pub async fn show(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppError> {
     let (settings, store, client) = settings_and_store(config).await?;
     let cursor = store.load().await?;
     let written = match cursor {
@@ -100,7 +121,10 @@ pub async fn show(config: &ConfigArgs) -> Result<(), AppError> {
         behind,
         newest,
     };
-    println!("{report}");
+    match format {
+        OutputFormat::Text => println!("{report}"),
+        OutputFormat::Json => println!("{}", report.to_json(chrono::Utc::now())),
+    }
     Ok(())
 }
 
@@ -179,4 +203,38 @@ pub async fn set(
     }
     println!("{location}: {before} -> {after}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_as_json_carries_every_field_and_nulls_without_a_cursor() {
+        let t = |s: &str| crate::domain::parse_naive_date_time(s).unwrap();
+        let written = chrono::DateTime::from_timestamp(1_717_236_000, 0).unwrap(); // 2024-06-01 10:00:00 UTC
+        let report = CursorReport {
+            location: "s3://b/k.json".into(),
+            cursor: Some(Cursor { date_time: t("2024-06-01 10:00:00"), key: 3 }),
+            written: Some(written),
+            behind: 4,
+            newest: Some(t("2024-06-01 10:00:02")),
+        };
+        let now = written + chrono::Duration::seconds(90);
+        assert_eq!(
+            report.to_json(now).to_string(),
+            r#"{"behind":4,"exists":true,"lag_seconds":2,"location":"s3://b/k.json","newest":"2024-06-01 10:00:02","pcr_date_time":"2024-06-01 10:00:00","pcr_key":"3","written":"2024-06-01T10:00:00Z","written_age_seconds":90}"#
+        );
+        let empty = CursorReport {
+            location: "s3://b/k.json".into(),
+            cursor: None,
+            written: None,
+            behind: 0,
+            newest: None,
+        };
+        assert_eq!(
+            empty.to_json(now).to_string(),
+            r#"{"behind":0,"exists":false,"lag_seconds":null,"location":"s3://b/k.json","newest":null,"pcr_date_time":null,"pcr_key":null,"written":null,"written_age_seconds":null}"#
+        );
+    }
 }

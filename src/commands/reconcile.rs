@@ -1,11 +1,13 @@
 //! `reconcile --date D`: Envisionware's reservations of a day against the warehouse's
 //! records for it (Redshift `pc_reserve`, suffixed like `patron_info`), and the
-//! difference, like the warehouse's daily alarm.
+//! difference, like the warehouse's daily alarm. A difference larger than the tolerance
+//! fails with its own exit code, so a scheduled check can alarm on it; `--format json`
+//! prints the counts as one JSON object.
 
 use chrono::NaiveDate;
 
 use crate::app::{self, AppError};
-use crate::cli::ConfigArgs;
+use crate::cli::{ConfigArgs, OutputFormat, ReconcileDay};
 use crate::db::{connect_mysql, connect_pg, pg_options, with_timeout};
 
 /// The counts of one day.
@@ -23,9 +25,47 @@ pub struct Reconciliation {
     pub table: String,
 }
 
+impl Reconciliation {
+    /// Envisionware's reservations minus the warehouse's distinct keys (negative when the
+    /// warehouse holds more).
+    pub fn difference(&self) -> i128 {
+        i128::from(self.envisionware) - i128::from(self.warehouse_keys)
+    }
+
+    /// What the difference means, in words.
+    pub fn verdict(&self) -> String {
+        match self.difference() {
+            0 => "in step".to_string(),
+            d if d > 0 => format!("{d} reservation(s) not in the warehouse"),
+            d => format!("{} more key(s) in the warehouse than in Envisionware", -d),
+        }
+    }
+
+    /// Whether the difference, either way, is at most `tolerance`.
+    pub fn within(&self, tolerance: u64) -> bool {
+        self.difference().unsigned_abs() <= u128::from(tolerance)
+    }
+
+    /// The `--format json` object.
+    pub fn to_json(&self, tolerance: u64) -> serde_json::Value {
+        // Both counts come from SQL COUNT(*) (an i64), so the clamp never bites; it keeps
+        // the conversion total.
+        let difference = self.difference().clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        serde_json::json!({
+            "date": self.date.format("%Y-%m-%d").to_string(),
+            "envisionware": self.envisionware,
+            "warehouse_keys": self.warehouse_keys,
+            "warehouse_rows": self.warehouse_rows,
+            "table": self.table,
+            "difference": i64::try_from(difference).unwrap_or_default(),
+            "tolerance": tolerance,
+            "within_tolerance": self.within(tolerance),
+        })
+    }
+}
+
 impl std::fmt::Display for Reconciliation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let diff = i128::from(self.envisionware) - i128::from(self.warehouse_keys);
         writeln!(f, "date          {}", self.date)?;
         writeln!(f, "envisionware  {} reservations", self.envisionware)?;
         writeln!(
@@ -33,12 +73,7 @@ impl std::fmt::Display for Reconciliation {
             "warehouse     {} distinct keys ({} rows) in {}",
             self.warehouse_keys, self.warehouse_rows, self.table
         )?;
-        let verdict = match diff {
-            0 => "in step".to_string(),
-            d if d > 0 => format!("{d} reservation(s) not in the warehouse"),
-            d => format!("{} more key(s) in the warehouse than in Envisionware", -d),
-        };
-        write!(f, "difference    {diff} ({verdict})")
+        write!(f, "difference    {} ({})", self.difference(), self.verdict())
     }
 }
 
@@ -47,15 +82,35 @@ pub fn pc_reserve_table(patron_table: &str) -> String {
     patron_table.replacen("patron_info", "pc_reserve", 1)
 }
 
-/// `reconcile`.
-pub async fn reconcile(config: &ConfigArgs, date: NaiveDate) -> Result<(), AppError> {
+/// `reconcile`: prints the counts (text or JSON), then fails with
+/// [`AppError::ReconcileDifference`] when the difference is larger than `tolerance`.
+pub async fn reconcile(
+    config: &ConfigArgs,
+    day: ReconcileDay,
+    tolerance: u64,
+    format: OutputFormat,
+) -> Result<(), AppError> {
     let raw = super::gather_and_log(config, &config.source(None))?;
     let (settings, _, _) = app::load(raw).await?;
-    let start = date.and_hms_opt(0, 0, 0).ok_or_else(|| AppError::Usage("invalid date".into()))?;
-    let end = start + chrono::Duration::days(1);
     let ew = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
         .await
         .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    let date = match day {
+        ReconcileDay::On(date) => date,
+        ReconcileDay::DaysAgo(days) => {
+            // Envisionware's own date: its clock is the one reservations are stamped in
+            // (the session keeps the server's time zone, see `db::mysql_options`).
+            let today: NaiveDate = with_timeout(
+                settings.statement_timeout,
+                sqlx::query_scalar("SELECT CURDATE()").fetch_one(&ew),
+            )
+            .await
+            .map_err(|e| AppError::Tool(format!("Envisionware: {e}")))?;
+            today - chrono::Duration::days(i64::from(days))
+        }
+    };
+    let start = date.and_hms_opt(0, 0, 0).ok_or_else(|| AppError::Usage("invalid date".into()))?;
+    let end = start + chrono::Duration::days(1);
     let rs = connect_pg(
         "Redshift connect",
         pg_options(&settings.redshift, true, settings.statement_timeout),
@@ -93,13 +148,46 @@ pub async fn reconcile(config: &ConfigArgs, date: NaiveDate) -> Result<(), AppEr
         warehouse_keys: u64::try_from(keys).unwrap_or(0),
         table,
     };
-    println!("{report}");
-    Ok(())
+    match format {
+        OutputFormat::Text => println!("{report}"),
+        OutputFormat::Json => println!("{}", report.to_json(tolerance)),
+    }
+    if report.within(tolerance) {
+        Ok(())
+    } else {
+        Err(AppError::ReconcileDifference {
+            difference: report.difference(),
+            tolerance,
+            missing: report.verdict(),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day(envisionware: u64, keys: u64) -> Reconciliation {
+        Reconciliation {
+            date: NaiveDate::from_ymd_opt(2024, 6, 1).unwrap(),
+            envisionware,
+            warehouse_rows: keys + 1,
+            warehouse_keys: keys,
+            table: "pc_reserve_qa".into(),
+        }
+    }
+
+    #[test]
+    fn the_tolerance_bounds_the_difference_either_way() {
+        assert!(day(6, 6).within(0));
+        assert!(!day(6, 4).within(1) && day(6, 4).within(2));
+        assert!(!day(4, 6).within(1) && day(4, 6).within(2));
+        assert_eq!(day(4, 6).verdict(), "2 more key(s) in the warehouse than in Envisionware");
+        assert_eq!(
+            day(6, 4).to_json(1).to_string(),
+            r#"{"date":"2024-06-01","difference":2,"envisionware":6,"table":"pc_reserve_qa","tolerance":1,"warehouse_keys":4,"warehouse_rows":5,"within_tolerance":false}"#
+        );
+    }
 
     #[test]
     fn the_warehouse_table_follows_patron_info() {

@@ -140,7 +140,12 @@ async fn once(
         }
         Err(e) => {
             if args.metrics.is_some() {
-                metrics::emit(&metrics::failure_document(environment));
+                let doc = if e.exit_code() == app::EXIT_LEASE_HELD {
+                    metrics::refused_document(environment)
+                } else {
+                    metrics::failure_document(environment)
+                };
+                metrics::emit(&doc);
             }
             Err(e)
         }

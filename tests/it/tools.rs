@@ -53,6 +53,44 @@ async fn check_ticks_every_dependency_and_exits_7_when_one_fails() {
     assert!(stdout.lines().any(|l| l.starts_with("✗ ") && l.contains("Envisionware")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("✗ ") && l.contains("Kinesis")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("✓ ") && l.contains("Sierra")), "{stdout}");
+
+    // The same as one JSON object: every dependency in order, two failures, exit 7.
+    let out = run_bin(
+        &[
+            "-c",
+            &cfg,
+            "--set",
+            "ENVISIONWARE_DB_PORT=1",
+            "--set",
+            &format!("KINESIS_STREAM_ARN={missing_stream}"),
+            "check",
+            "--format",
+            "json",
+        ],
+        &env,
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["failed"], 2);
+    let checks = json["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["configuration", "schema", "Envisionware", "Sierra", "Redshift", "Kinesis", "S3 cursor"]
+    );
+    let failed: Vec<&str> =
+        checks.iter().filter(|c| c["ok"] == false).map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["Envisionware", "Kinesis"]);
+    assert!(checks[2]["detail"].as_str().unwrap().starts_with("cannot connect"), "{stdout}");
+    assert!(checks.iter().all(|c| c["latency_ms"].is_u64()), "{stdout}");
+    let out = run_bin(&["-c", &cfg, "check", "--format", "json"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!((json["ok"].clone(), json["failed"].clone()), (serde_json::json!(true), serde_json::json!(0)));
     // Nothing was sent or written.
     assert!(env.sent().await.is_empty());
     assert_eq!(env.cursor_object().await, None);
@@ -114,6 +152,20 @@ async fn cursor_show_and_set_with_confirmation_and_the_unsent_rows_guard() {
     assert!(stdout.contains("pcr_date_time 2024-06-01 10:00:00"), "{stdout}");
     assert!(stdout.contains("4 reservation(s) after it"), "{stdout}");
     assert!(stdout.contains("newest 2024-06-01 10:00:02"), "{stdout}");
+    let out = run_bin(&["-c", &cfg, "cursor", "show", "--format", "json"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json["exists"], true);
+    assert_eq!(json["pcr_date_time"], "2024-06-01 10:00:00");
+    assert_eq!(json["pcr_key"], "3");
+    assert_eq!(json["behind"], 4);
+    assert_eq!(json["newest"], "2024-06-01 10:00:02");
+    assert_eq!(json["lag_seconds"], 2);
+    assert!(json["location"].as_str().unwrap().starts_with("s3://"), "{json}");
+    assert!(
+        json["written"].as_str().unwrap().ends_with('Z') && json["written_age_seconds"].is_u64(),
+        "{json}"
+    );
 
     // Forward past unsent rows: refused without --force, nothing written.
     let set = ["-c", &cfg, "cursor", "set", "--date-time", "2024-06-01 10:00:02", "--key", "7"];
@@ -240,6 +292,25 @@ async fn the_summary_line_json_logs_and_emf_metrics() {
     }
     let emf: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(emf["RunsFailed"], 1);
+
+    // A run refused by another runner's lease (exit 3) is an expected overlap, not a
+    // failure: RunsRefused 1, RunsFailed 0.
+    let lease = r#"{"owner": "other-task", "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"}"#;
+    crate::support::s3_client(&env.sdk)
+        .put_object()
+        .bucket(&env.bucket)
+        .key("poller/state.json.lease")
+        .body(lease.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let out = run_bin(&["-c", &cfg, "run", "--metrics", "emf"], &env, None);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let emf: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        (emf["RunsRefused"].clone(), emf["RunsFailed"].clone()),
+        (serde_json::json!(1), serde_json::json!(0))
+    );
     env.cleanup().await;
 }
 
@@ -355,12 +426,87 @@ async fn reconcile_counts_a_day_on_both_sides() {
         .await
         .unwrap();
     let (_dir, cfg) = config(&env).await;
+    // The default tolerance is 0: a difference of 2 exits 8 after printing the counts.
     let out = run_bin(&["-c", &cfg, "reconcile", "--date", "2024-06-01"], &env, None);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(8), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("envisionware  6 reservations"), "{stdout}");
     assert!(stdout.contains("warehouse     4 distinct keys (5 rows)"), "{stdout}");
     assert!(stdout.contains("difference    2 (2 reservation(s) not in the warehouse)"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "reconcile: the difference (2) is larger than the tolerance (0): 2 reservation(s) not in the warehouse"
+        ),
+        "{stderr}"
+    );
+
+    // Within the tolerance: exit 0.
+    let out = run_bin(&["-c", &cfg, "reconcile", "--date", "2024-06-01", "--tolerance", "2"], &env, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // JSON: one object on standard output, the same exit codes.
+    let table = format!("pc_reserve_{}_rs", env.name);
+    for (tolerance, code, within) in [("1", Some(8), false), ("2", Some(0), true)] {
+        let out = run_bin(
+            &["-c", &cfg, "reconcile", "--date", "2024-06-01", "--tolerance", tolerance, "--format", "json"],
+            &env,
+            None,
+        );
+        assert_eq!(out.status.code(), code, "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "date": "2024-06-01", "envisionware": 6, "warehouse_keys": 4, "warehouse_rows": 5,
+                "table": table, "difference": 2, "tolerance": tolerance.parse::<u64>().unwrap(),
+                "within_tolerance": within,
+            })
+        );
+    }
+
+    // More keys in the warehouse than in Envisionware (a day it no longer fully holds)
+    // also counts: 2024-06-02 has 1 reservation and 1 key, in step; add 2 more keys.
+    for key in ["f", "g"] {
+        rs.execute(
+            sqlx::query(&format!("INSERT INTO {table} (key, transaction_et) VALUES ($1, DATE '2024-06-02')"))
+                .bind(key),
+        )
+        .await
+        .unwrap();
+    }
+    let out = run_bin(&["-c", &cfg, "reconcile", "--date", "2024-06-02", "--tolerance", "1"], &env, None);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("difference    -2 (2 more key(s) in the warehouse than in Envisionware)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // `--date yesterday` is yesterday by Envisionware's clock: three reservations stamped
+    // then (and one today, which it must not count) are three not in the warehouse.
+    let mut my = sqlx::MySqlConnection::connect(&env.mysql_url()).await.unwrap();
+    let yesterday: chrono::NaiveDate =
+        sqlx::query_scalar("SELECT CURDATE() - INTERVAL 1 DAY").fetch_one(&mut my).await.unwrap();
+    let at = |d: chrono::NaiveDate, t: &str| format!("{} {t}", d.format("%Y-%m-%d"));
+    env.insert_rows(&[
+        row(201, Some("23333000000201"), &at(yesterday, "00:00:00")),
+        row(202, Some("23333000000202"), &at(yesterday, "12:00:00")),
+        row(203, Some("23333000000203"), &at(yesterday, "23:59:59")),
+        row(204, Some("23333000000204"), &at(yesterday + chrono::Duration::days(1), "00:00:00")),
+    ])
+    .await;
+    let out = run_bin(&["-c", &cfg, "reconcile", "--date", "yesterday", "--format", "json"], &env, None);
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json["date"], serde_json::json!(yesterday.format("%Y-%m-%d").to_string()));
+    assert_eq!(json["envisionware"], serde_json::json!(3));
+    assert_eq!(json["difference"], serde_json::json!(3));
+    let out = run_bin(&["-c", &cfg, "reconcile", "--date", "last-week"], &env, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("expected YYYY-MM-DD, yesterday or today"), "{}", text(&out.stderr));
     env.cleanup().await;
 }
 
