@@ -976,6 +976,17 @@ mod tests {
             effect("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "Some(\"http://127.0.0.1:9\")", |r, _| {
                 format!("{:?}", crate::app::aws_settings(r).endpoint_url)
             }),
+            // Static credentials take effect only as a pair; each one alone must still be
+            // read from the environment (the SDK's chain reads the pair there too).
+            effect("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE", "Some(\"AKIAEXAMPLE\")", |r, _| {
+                format!("{:?}", r.plain("AWS_ACCESS_KEY_ID"))
+            }),
+            effect("AWS_SECRET_ACCESS_KEY", "shh", "Some(3)", |r, _| {
+                format!("{:?}", r.plain("AWS_SECRET_ACCESS_KEY").map(str::len))
+            }),
+            effect("AWS_SESSION_TOKEN", "token", "Some(5)", |r, _| {
+                format!("{:?}", r.plain("AWS_SESSION_TOKEN").map(str::len))
+            }),
             effect("ENVISIONWARE_DB_SSLMODE", "require", "Require", |_, s| {
                 format!("{:?}", s.envisionware.ssl_mode)
             }),
