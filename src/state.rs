@@ -156,10 +156,18 @@ impl CursorStore for S3CursorStore {
                     crate::permissions::status(&e),
                 ) =>
             {
+                // S3's own words only: the error itself says what the denial may mean
+                // and what to do, which a generic denial text would contradict.
+                use aws_sdk_s3::error::ProvideErrorMetadata as _;
+                let message = match (e.code(), e.message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code.to_string(),
+                    _ => "HTTP 403".to_string(),
+                };
                 return Err(StateError::Unreadable {
                     bucket: self.bucket.clone(),
                     key: self.key.clone(),
-                    message: crate::aws::error_text(&e),
+                    message,
                 });
             }
             Err(e) => return Err(self.s3_error(crate::aws::error_text(&e))),

@@ -147,7 +147,10 @@ async fn every_command_runs_with_exactly_the_shipped_policy() {
     ok(&["run"]);
     ok(&["backfill", "--from", "2024-06-01", "--to", "2024-06-01 10:00:01"]);
     assert_eq!(env.sent().await.len(), 13, "the 3 reservations of 10:00:00 again");
-    assert!(ok(&["reconcile", "--date", "2024-06-01"]).contains("envisionware  10 reservations"));
+    assert!(
+        ok(&["reconcile", "--date", "2024-06-01", "--tolerance", "10"])
+            .contains("envisionware  10 reservations")
+    );
     assert_eq!(ok(&["decode", "--from-start", "--limit", "2"]).lines().count(), 2);
     env.cleanup().await;
 }
