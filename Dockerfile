@@ -16,6 +16,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY benches ./benches
+# Cargo.toml declares the README test target by path (it has no test harness), and cargo
+# reads every declared target's file before it builds anything.
+COPY tests/readme.rs ./tests/readme.rs
 COPY src ./src
 # The registry and target directories are BuildKit cache mounts: a rebuild after a source
 # change recompiles only the workspace's own crates. The binary is copied out of the
