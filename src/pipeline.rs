@@ -3,9 +3,11 @@
 //! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
 //! Avro datums -> Kinesis requests -> cursor store`.
 //!
-//! The stages of consecutive batches run at the same time (see [`run`]). The cursor moves
-//! after every acknowledged request, to the last reservation of that request, never past
-//! a record Kinesis has not acknowledged.
+//! The stages of consecutive batches run at the same time (see [`run`]); each is a struct
+//! with a `run` method in a module of its own (`read`, `hash`, `send`), and a reservation
+//! travels through them as one [`crate::records::PendingRecord`]. The cursor moves after
+//! every acknowledged request, to the last reservation of that request, never past a
+//! record Kinesis has not acknowledged.
 
 mod hash;
 mod read;
