@@ -14,8 +14,8 @@ use pc_reserve_poller::db::DbError;
 use pc_reserve_poller::domain::Reservation;
 use pc_reserve_poller::encode::AvroEncoder;
 use pc_reserve_poller::enrich::{Geo, GeoDirectory, PatronMatch};
-use pc_reserve_poller::pseudonym::{Kernel, PseudonymResult, measure_single_core};
-use pc_reserve_poller::records::finish_records;
+use pc_reserve_poller::pseudonym::{Kernel, measure_single_core};
+use pc_reserve_poller::records::{PendingRecord, assemble_records, found_patron_ids, lookup_geo};
 
 /// Redshift with a fixed answer for every id.
 struct AllFound;
@@ -80,41 +80,40 @@ fn main() {
     };
     let date_time = NaiveDateTime::parse_from_str("2023-07-04 13:45:10", "%Y-%m-%d %H:%M:%S").ok();
     let Some(date_time) = date_time else { panic!("fixed date does not parse") };
-    let rows: Vec<Reservation> = (0..1000)
-        .map(|i| Reservation {
-            key: 41_000_000 + i,
-            barcode: Some(format!("23333{:09}", i % 150)),
-            minutes_used: Some(45),
-            date_time,
-            branch: Some("Stavros Niarchos Foundation Library (SNFL)".into()),
-            area: Some("Floor 2".into()),
-            staff_override: None,
-        })
-        .collect();
-    let matches: Vec<Option<PatronMatch>> = (0..1000)
-        .map(|i| {
-            (i % 10 != 0).then(|| PatronMatch {
+    // A batch as the hashing stage hands it on: Sierra matches and pseudonyms computed.
+    let records: Vec<PendingRecord> = (0..1000)
+        .map(|i| PendingRecord {
+            row: Reservation {
+                key: 41_000_000 + i,
+                barcode: Some(format!("23333{:09}", i % 150)),
+                minutes_used: Some(45),
+                date_time,
+                branch: Some("Stavros Niarchos Foundation Library (SNFL)".into()),
+                area: Some("Floor 2".into()),
+                staff_override: None,
+            },
+            patron: (i % 10 != 0).then(|| PatronMatch {
                 patron_id: 481_000_000_000 + i % 150,
                 ptype_code: Some(10),
                 pcode3: Some(2),
                 home_library_code: Some("sa".into()),
-            })
+            }),
+            patron_id: format!("p{:0>30}", i % 150),
+            key: format!("{i:0>31}"),
         })
         .collect();
-    let pseudonyms = PseudonymResult {
-        unique: (0..1000).map(|i| format!("{i:0>31}")).collect(),
-        recurring: (0..1000).map(|i| format!("p{:0>30}", i % 150)).collect(),
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(rt) => rt,
         Err(e) => panic!("no runtime: {e}"),
     };
     let mut built = Vec::new();
+    // What the sending stage does with a batch: Redshift once, then the records.
     measure("build records (batch of 1000)", budget, "batch", || {
-        built = match runtime.block_on(finish_records(&rows, &matches, pseudonyms.clone(), &AllFound)) {
-            Ok(b) => b,
-            Err(e) => panic!("build failed: {e}"),
+        let geo = match runtime.block_on(lookup_geo(&found_patron_ids(&records), &AllFound)) {
+            Ok(g) => g,
+            Err(e) => panic!("Redshift lookup failed: {e}"),
         };
+        built = assemble_records(records.clone(), &geo);
         black_box(&built);
     });
     let record = &built[1].record;

@@ -3,27 +3,33 @@
 //! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
 //! Avro datums -> Kinesis requests -> cursor store`.
 //!
-//! The stages of consecutive batches run at the same time (see [`run`]). The cursor moves
-//! after every acknowledged request, to the last reservation of that request, never past
-//! a record Kinesis has not acknowledged.
+//! The stages of consecutive batches run at the same time (see [`run`]); each is a struct
+//! with a `run` method in a module of its own (`read`, `hash`, `send`), and a reservation
+//! travels through them as one [`crate::records::PendingRecord`]. The cursor moves after
+//! every acknowledged request, to the last reservation of that request, never past a
+//! record Kinesis has not acknowledged.
 
-use std::collections::{BTreeMap, HashMap};
+mod hash;
+mod read;
+mod send;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use tokio::sync::mpsc;
-use tracing::Instrument as _;
 
+use self::hash::HashStage;
+use self::read::{ReadStage, ReadTotals};
+use self::send::{SendStage, Sent};
 use crate::db::DbError;
-use crate::domain::{Cursor, Reservation, RetrievalStatus, format_date_time};
+use crate::domain::{Cursor, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
-use crate::enrich::{GeoDirectory, PatronDirectory, PatronMatch};
-use crate::pseudonym::{PseudonymJob, Pseudonymizer};
-use crate::records::{
-    BuildError, assemble_records, found_patron_ids, key_inputs, lookup_geo, lookup_patrons, patron_inputs,
-};
-use crate::sink::{OutgoingRecord, PutRecords, Sender, SinkError, plan_requests};
+use crate::enrich::{GeoDirectory, PatronDirectory};
+use crate::pseudonym::Pseudonymizer;
+use crate::records::BuildError;
+use crate::sink::{PutRecords, Sender, SinkError};
 use crate::source::{ReservationSource, Retention};
 use crate::state::{CursorStore, StateError};
 use crate::stop::{StopReason, StopToken};
@@ -211,47 +217,6 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
-/// A batch read from Envisionware and looked up in Sierra.
-struct Prepared {
-    n: u64,
-    rows: Vec<Reservation>,
-    matches: Vec<Option<PatronMatch>>,
-}
-
-/// What the hashing stage hands the sending stage, in order: each batch's [`Hashed::Batch`]
-/// then its chunks.
-enum Hashed {
-    /// A new batch begins: the distinct pseudonymous ids of its found patrons, to look up
-    /// in Redshift before its records are built.
-    Batch { n: u64, rows: usize, found_ids: Vec<String> },
-    /// The next chunk of the batch (at most one Kinesis request's worth), every pseudonym
-    /// computed.
-    Records(Chunk),
-}
-
-/// Reservations with their Sierra matches and pseudonyms, in order.
-struct Chunk {
-    rows: Vec<Reservation>,
-    matches: Vec<Option<PatronMatch>>,
-    keys: Vec<String>,
-    patron_ids: Vec<String>,
-}
-
-/// A chunk ready to send: one Avro datum per reservation.
-struct Encoded {
-    cursors: Vec<Cursor>,
-    statuses: Vec<RetrievalStatus>,
-    outgoing: Vec<OutgoingRecord>,
-}
-
-/// What the sending stage did.
-struct Sent {
-    cursor: Cursor,
-    by_status: BTreeMap<&'static str, u64>,
-    requests: u64,
-    resent: u64,
-}
-
 /// How long each stage was busy in a run (nanoseconds), to see which one sets the pace.
 #[derive(Default)]
 struct StageBusy {
@@ -292,6 +257,16 @@ fn batch_span(n: u64, rows: usize) -> tracing::Span {
     tracing::info_span!("batch", n, rows)
 }
 
+/// The run stopped for `reason`; the cursor is saved at `cursor`.
+fn stopped(reason: StopReason, cursor: Cursor) -> RunError {
+    RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) }
+}
+
+/// A stage whose work in flight was cut short by a stop (after the grace period).
+fn cut_short(stop: &StopToken, cursor: Cursor) -> RunError {
+    stopped(stop.reason().unwrap_or(StopReason::Terminate), cursor)
+}
+
 /// Performs one run: batches until the source is drained or `max_batches` is reached.
 ///
 /// The stages overlap: while batch `k` is hashed on the pseudonymizer's pool, batch `k+1`
@@ -319,12 +294,71 @@ where
     Put: PutRecords,
 {
     let started = Instant::now();
-    let mut summary = RunSummary::default();
-    let stored = match &stages.store {
+    let (stored, start) = starting_cursor(stages.store.as_ref(), options).await?;
+    tracing::info!(cursor = %format_date_time(start.date_time), "run starts");
+    // Envisionware's clock before the first read: when this run reads until nothing is
+    // left, every row stamped up to `readable_through` has been seen.
+    let retention = match &stages.store {
+        Some(_) => stages.source.retention().await.map_err(RunError::Source)?,
+        None => None,
+    };
+    if let (Some(retention), Some(_)) = (retention, stored) {
+        let caught_up = stages.store.as_ref().and_then(|s| s.caught_up_through());
+        check_retention(retention, start, caught_up, options)?;
+    }
+    let retries_before = crate::retry::retries_so_far();
+    let computed_before = stages.pseudonymizer.stats();
+
+    let busy = StageBusy::default();
+    let (read, sent) = run_stages(stages, options, start, &busy).await;
+    tracing::info!(busy = %busy, "time each stage was busy");
+    // The failure nearest the cursor is the one to report: a stage after a failed one
+    // only stops because its input stopped.
+    let sent = sent?;
+    let read = read?;
+    // A stop that ended reading early (or cut a stage short) is reported as a stop, with
+    // the cursor of what was acknowledged.
+    if let Some(reason) = options.stop.reason() {
+        return Err(stopped(reason, sent.cursor));
+    }
+    // Caught up: record beside the cursor how far this run saw, also when it found
+    // nothing (a closure), so the retention watchdog knows the table was merely empty.
+    // A cursor object that does not exist and was not created stays absent.
+    if let (true, Some(store), Some(retention)) = (read.drained, stages.store.as_ref(), retention)
+        && (stored.is_some() || sent.cursor != start)
+    {
+        save_caught_up_mark(store, retention, sent.cursor).await?;
+    }
+
+    let stats = stages.pseudonymizer.stats();
+    Ok(RunSummary {
+        batches: read.batches,
+        reservations: read.reservations,
+        by_status: sent.by_status,
+        requests: sent.requests,
+        resent: sent.resent,
+        retries: crate::retry::retries_so_far().saturating_sub(retries_before),
+        cursor_before: Some(start),
+        cursor_after: Some(sent.cursor),
+        pseudonyms_computed: stats.computed - computed_before.computed,
+        pseudonym_memo_hits: stats.memo_hits - computed_before.memo_hits,
+        duration: started.elapsed(),
+        cursor_lag: None,
+    })
+}
+
+/// The stored cursor (`None`: no cursor object, or the cache is ignored) and the cursor
+/// the run starts from: the stored one, else `PCR_DATE_TIME`/`PCR_KEY` (creating the
+/// cursor object), else, with the cache ignored, the default start.
+async fn starting_cursor(
+    store: Option<&impl CursorStore>,
+    options: &RunOptions,
+) -> Result<(Option<Cursor>, Cursor), RunError> {
+    let stored = match store {
         Some(store) => store.load().await?,
         None => None,
     };
-    let start = match (stored, &stages.store) {
+    let start = match (stored, store) {
         (Some(c), _) => c,
         (None, None) => options.start_cursor.unwrap_or_else(Cursor::default_start),
         (None, Some(_)) => match options.start_cursor {
@@ -338,251 +372,58 @@ where
             None => return Err(RunError::NoCursor(options.cursor_location.clone())),
         },
     };
-    summary.cursor_before = Some(start);
-    tracing::info!(cursor = %format_date_time(start.date_time), "run starts");
-    // Envisionware's clock before the first read: when this run reads until nothing is
-    // left, every row stamped up to `readable_through` has been seen.
-    let retention = match &stages.store {
-        Some(_) => stages.source.retention().await.map_err(RunError::Source)?,
-        None => None,
-    };
-    if let (Some(retention), Some(_)) = (retention, stored) {
-        let caught_up = stages.store.as_ref().and_then(|s| s.caught_up_through());
-        check_retention(retention, start, caught_up, options)?;
-    }
-    let stop = &options.stop;
-    let stopped =
-        |reason, cursor: Cursor| RunError::Stopped { reason, cursor: format_date_time(cursor.date_time) };
-    // A stage whose work in flight was cut short by a stop (after the grace period).
-    let cut_short = |cursor| stopped(stop.reason().unwrap_or(StopReason::Terminate), cursor);
-    let retries_before = crate::retry::retries_so_far();
+    Ok((stored, start))
+}
 
-    let computed_before = stages.pseudonymizer.stats();
+/// Runs the read, hash and send stages side by side, linked by channels of one slot,
+/// until all three have finished; returns what reading and sending did.
+async fn run_stages<Src, Pat, Geo, Store, Put>(
+    stages: &mut Stages<Src, Pat, Geo, Store, Put>,
+    options: &RunOptions,
+    start: Cursor,
+    busy: &StageBusy,
+) -> (Result<ReadTotals, RunError>, Result<Sent, RunError>)
+where
+    Src: ReservationSource,
+    Pat: PatronDirectory,
+    Geo: GeoDirectory,
+    Store: CursorStore,
+    Put: PutRecords,
+{
     let Stages { source, sierra, redshift, store, sender, pseudonymizer, encoder } = stages;
-    let pseudonymizer: &Pseudonymizer = pseudonymizer;
-    let store: &Option<Store> = store;
-    let busy = StageBusy::default();
-    let busy = &busy;
-    let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
-    let (hashed_tx, mut hashed_rx) = mpsc::channel::<Hashed>(1);
-
-    // Envisionware and Sierra, one batch ahead of the hashing: the next batch is read
-    // only once the hashing stage has taken the previous one.
-    let read = async move {
-        let (mut batches, mut reservations) = (0u64, 0u64);
-        // Whether reading stopped because Envisionware had nothing more (caught up).
-        let mut drained = false;
-        let mut after = start;
-        loop {
-            if options.max_batches.is_some_and(|max| batches >= max) {
-                tracing::info!(batches, "MAX_BATCHES reached");
-                break;
-            }
-            if stop.reason().is_some() {
-                break;
-            }
-            let Ok(slot) = prepared_tx.reserve().await else { break };
-            let t = Instant::now();
-            let Some(rows) = stop.bounded(source.read_after(after, options.envisionware_batch_size)).await
-            else {
-                break;
-            };
-            let rows = rows.map_err(RunError::Source)?;
-            busy.add(&busy.envisionware, t);
-            if rows.is_empty() {
-                drained = true;
-                break;
-            }
-            batches += 1;
-            reservations += rows.len() as u64;
-            let last_batch = rows.len() < options.envisionware_batch_size;
-            if let Some(last) = rows.last() {
-                after = last.cursor();
-            }
-            let t = Instant::now();
-            let Some(matches) = stop
-                .bounded(lookup_patrons(&rows, &*sierra).instrument(batch_span(batches, rows.len())))
-                .await
-            else {
-                break;
-            };
-            let matches = matches?;
-            busy.add(&busy.sierra, t);
-            slot.send(Prepared { n: batches, rows, matches });
-            if last_batch {
-                drained = true;
-                break;
-            }
-        }
-        Ok::<_, RunError>((batches, reservations, drained))
+    let (matched_tx, matched_rx) = mpsc::channel(1);
+    let (hashed_tx, hashed_rx) = mpsc::channel(1);
+    let read = ReadStage { source: &*source, sierra: &*sierra, options, busy, output: matched_tx };
+    let hash =
+        HashStage { pseudonymizer: &*pseudonymizer, options, busy, input: matched_rx, output: hashed_tx };
+    let send = SendStage {
+        redshift: &*redshift,
+        encoder: &*encoder,
+        sender,
+        store: &*store,
+        options,
+        busy,
+        input: hashed_rx,
+        sent: Sent::from(start),
     };
+    let (read, (), sent) = tokio::join!(read.run(start), hash.run(), send.run());
+    (read, sent)
+}
 
-    // bcrypt, on the pseudonymizer's pool; this task only waits for it. First the batch's
-    // patrons (so Redshift can be asked about them while the keys are hashed), then its
-    // keys one Kinesis request's worth at a time, each chunk handed on as soon as it is
-    // hashed: sending overlaps hashing even within a batch, and after the last hash only
-    // one request is left to send.
-    let hash = async move {
-        let chunk_len = options.kinesis_batch_size.max(1);
-        'batches: while let Some(Prepared { n, rows, matches }) = prepared_rx.recv().await {
-            let span = batch_span(n, rows.len());
-            let job = PseudonymJob { unique: Vec::new(), recurring: patron_inputs(&rows, &matches) };
-            let t = Instant::now();
-            let Some(patrons) =
-                stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span.clone())).await
-            else {
-                break;
-            };
-            busy.add(&busy.bcrypt, t);
-            let patron_ids = patrons.recurring;
-            let found_ids = found_patron_ids(&matches, &patron_ids);
-            if hashed_tx.send(Hashed::Batch { n, rows: rows.len(), found_ids }).await.is_err() {
-                break;
-            }
-            let (mut rows, mut matches, mut patron_ids) =
-                (rows.into_iter(), matches.into_iter(), patron_ids.into_iter());
-            while rows.len() > 0 {
-                let take = chunk_len.min(rows.len());
-                let chunk_rows: Vec<Reservation> = rows.by_ref().take(take).collect();
-                let job = PseudonymJob { unique: key_inputs(&chunk_rows), recurring: Vec::new() };
-                let t = Instant::now();
-                let Some(keys) =
-                    stop.bounded(pseudonymizer.pseudonymize_job(job).instrument(span.clone())).await
-                else {
-                    break 'batches;
-                };
-                busy.add(&busy.bcrypt, t);
-                let chunk = Chunk {
-                    rows: chunk_rows,
-                    matches: matches.by_ref().take(take).collect(),
-                    keys: keys.unique,
-                    patron_ids: patron_ids.by_ref().take(take).collect(),
-                };
-                if hashed_tx.send(Hashed::Records(chunk)).await.is_err() {
-                    break 'batches;
-                }
-            }
-        }
-    };
-
-    // Redshift, Avro, then Kinesis and the cursor: one request at a time, the cursor saved
-    // after each. Redshift and Avro take milliseconds a batch, so they share this stage
-    // (one batch fewer in memory).
-    let send = async move {
-        let mut sent = Sent { cursor: start, by_status: BTreeMap::new(), requests: 0, resent: 0 };
-        let mut done = 0u64;
-        // The batch being sent: its span, its rows not sent yet, and Redshift's answer.
-        let (mut span, mut rows_left, mut geo) = (batch_span(0, 0), 0usize, HashMap::new());
-        while let Some(hashed) = hashed_rx.recv().await {
-            let Chunk { rows, matches, keys, patron_ids } = match hashed {
-                Hashed::Batch { n, rows, found_ids } => {
-                    (span, rows_left) = (batch_span(n, rows), rows);
-                    let t = Instant::now();
-                    geo = stop
-                        .bounded(lookup_geo(&found_ids, &*redshift).instrument(span.clone()))
-                        .await
-                        .ok_or_else(|| cut_short(sent.cursor))??;
-                    busy.add(&busy.redshift, t);
-                    continue;
-                }
-                Hashed::Records(chunk) => chunk,
-            };
-            async {
-                let t = Instant::now();
-                let built = assemble_records(&rows, &matches, keys, patron_ids, &geo);
-                let outgoing = built
-                    .iter()
-                    .map(|b| {
-                        Ok(OutgoingRecord {
-                            data: encoder.encode(&b.record)?,
-                            partition_key: b.record.key.clone(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, EncodeError>>()?;
-                busy.add(&busy.avro, t);
-                drop(matches);
-                let encoded = Encoded {
-                    cursors: rows.iter().map(Reservation::cursor).collect(),
-                    statuses: built.iter().map(|b| b.status).collect(),
-                    outgoing,
-                };
-                drop((rows, built));
-                for range in plan_requests(&encoded.outgoing, options.kinesis_batch_size)? {
-                    if let Some(reason) = stop.reason() {
-                        return Err(stopped(reason, sent.cursor));
-                    }
-                    if let Some(sender) = sender.as_mut() {
-                        let t = Instant::now();
-                        stop.bounded(sender.send_all(&encoded.outgoing[range.clone()]))
-                            .await
-                            .ok_or_else(|| cut_short(sent.cursor))??;
-                        busy.add(&busy.kinesis, t);
-                        sent.requests += 1;
-                    }
-                    for status in &encoded.statuses[range.clone()] {
-                        *sent.by_status.entry(status_name(*status)).or_default() += 1;
-                    }
-                    sent.cursor = encoded.cursors[range.end - 1];
-                    if let Some(store) = store.as_ref() {
-                        let t = Instant::now();
-                        store.save(sent.cursor).await?;
-                        busy.add(&busy.cursor, t);
-                    }
-                }
-                done += encoded.cursors.len() as u64;
-                rows_left = rows_left.saturating_sub(encoded.cursors.len());
-                if rows_left == 0 {
-                    tracing::info!(cursor = %format_date_time(sent.cursor.date_time), "batch done");
-                    if let Some(hook) = &options.progress {
-                        (hook.0)(Progress { reservations: done, cursor: sent.cursor });
-                    }
-                }
-                Ok::<_, RunError>(())
-            }
-            .instrument(span.clone())
-            .await?;
-        }
-        sent.resent = sender.as_ref().map_or(0, |s| s.resent);
-        Ok::<_, RunError>(sent)
-    };
-
-    let (read, (), send) = tokio::join!(read, hash, send);
-    tracing::info!(busy = %busy, "time each stage was busy");
-    // The failure nearest the cursor is the one to report: a stage after a failed one
-    // only stops because its input stopped.
-    let sent = send?;
-    let (batches, reservations, drained) = read?;
-    // A stop that ended reading early (or cut a stage short) is reported as a stop, with
-    // the cursor of what was acknowledged.
-    if let Some(reason) = stop.reason() {
-        return Err(stopped(reason, sent.cursor));
-    }
-    // Caught up: record beside the cursor how far this run saw, also when it found
-    // nothing (a closure), so the retention watchdog knows the table was merely empty.
-    // A cursor object that does not exist and was not created stays absent.
-    if let (true, Some(store), Some(retention)) = (drained, store.as_ref(), retention)
-        && (stored.is_some() || sent.cursor != start)
-    {
-        store.set_caught_up_through(retention.readable_through);
-        store.save(sent.cursor).await?;
-        tracing::debug!(
-            caught_up_through = %format_date_time(retention.readable_through),
-            "caught up; mark saved beside the cursor"
-        );
-    }
-
-    summary.batches = batches;
-    summary.reservations = reservations;
-    summary.by_status = sent.by_status;
-    summary.requests = sent.requests;
-    let stats = pseudonymizer.stats();
-    summary.pseudonyms_computed = stats.computed - computed_before.computed;
-    summary.pseudonym_memo_hits = stats.memo_hits - computed_before.memo_hits;
-    summary.resent = sent.resent;
-    summary.retries = crate::retry::retries_so_far().saturating_sub(retries_before);
-    summary.cursor_after = Some(sent.cursor);
-    summary.duration = started.elapsed();
-    Ok(summary)
+/// Caught up: saves, beside `cursor`, that this run saw every row Envisionware held when
+/// it started.
+async fn save_caught_up_mark(
+    store: &impl CursorStore,
+    retention: Retention,
+    cursor: Cursor,
+) -> Result<(), RunError> {
+    store.set_caught_up_through(retention.readable_through);
+    store.save(cursor).await?;
+    tracing::debug!(
+        caught_up_through = %format_date_time(retention.readable_through),
+        "caught up; mark saved beside the cursor"
+    );
+    Ok(())
 }
 
 /// The retention watchdog, before the first read.
@@ -655,10 +496,6 @@ fn check_retention(
     Ok(())
 }
 
-fn status_name(s: RetrievalStatus) -> &'static str {
-    s.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -668,10 +505,11 @@ mod tests {
     use chrono::NaiveDateTime;
 
     use super::*;
-    use crate::enrich::Geo;
+    use crate::domain::Reservation;
+    use crate::enrich::{Geo, PatronMatch};
     use crate::pseudonym::Salt;
     use crate::retry::RetryPolicy;
-    use crate::sink::PutOutcome;
+    use crate::sink::{OutgoingRecord, PutOutcome};
     use crate::state::MemoryCursorStore;
 
     /// `n` reservations with keys 1..=n, one second apart.

@@ -1,13 +1,17 @@
 //! Builds `PcReserve` records from a batch of reservations (SPEC section 4): Sierra for
 //! the batch's distinct barcodes, one bcrypt pseudonym per distinct value, Redshift for
 //! the distinct pseudonymous patron ids of found patrons.
+//!
+//! Each reservation travels as one [`PendingRecord`], filled in step by step in the order
+//! the pipeline runs them: [`lookup_patrons`], [`hash_patrons`], [`found_patron_ids`] and
+//! [`lookup_geo`] once a batch, [`hash_keys`] and [`assemble_records`] once a chunk.
 
 use std::collections::HashMap;
 
 use crate::db::DbError;
-use crate::domain::{PcReserveRecord, Reservation, RetrievalStatus};
+use crate::domain::{Cursor, PcReserveRecord, Reservation, RetrievalStatus};
 use crate::enrich::{Geo, GeoDirectory, PatronDirectory, PatronMatch};
-use crate::pseudonym::{PseudonymJob, PseudonymResult, Pseudonymizer};
+use crate::pseudonym::{PseudonymJob, Pseudonymizer};
 
 /// Barcodes of guest passes start with this.
 const GUEST_PASS_PREFIX: &str = "25555";
@@ -23,6 +27,20 @@ pub enum BuildError {
     Redshift(#[source] DbError),
 }
 
+/// One reservation on its way to becoming a record: its row and its Sierra match, then
+/// its pseudonyms as they are computed.
+#[derive(Debug, Clone)]
+pub struct PendingRecord {
+    /// The Envisionware row.
+    pub row: Reservation,
+    /// Its Sierra match (`None`: not found).
+    pub patron: Option<PatronMatch>,
+    /// The pseudonym of its patron, set by [`hash_patrons`] (empty until then).
+    pub patron_id: String,
+    /// The pseudonym of its key, set by [`hash_keys`] (empty until then).
+    pub key: String,
+}
+
 /// A built record with what the run summary counts.
 #[derive(Debug, Clone)]
 pub struct BuiltRecord {
@@ -30,6 +48,8 @@ pub struct BuiltRecord {
     pub record: PcReserveRecord,
     /// Its retrieval status.
     pub status: RetrievalStatus,
+    /// Its reservation's cursor: where the cursor moves once the record is acknowledged.
+    pub cursor: Cursor,
 }
 
 /// The retrieval status of a barcode: `found` when it mapped to a patron id, else
@@ -42,26 +62,12 @@ pub fn retrieval_status(barcode: Option<&str>, found: bool) -> RetrievalStatus {
     }
 }
 
-/// Builds one record per reservation, in order: [`lookup_patrons`], the batch's
-/// pseudonyms ([`pseudonym_job`]), then [`finish_records`]. The pipeline runs these
-/// three steps of different batches at the same time.
-pub async fn build_records(
-    batch: &[Reservation],
-    sierra: &impl PatronDirectory,
-    redshift: &impl GeoDirectory,
-    pseudonymizer: &Pseudonymizer,
-) -> Result<Vec<BuiltRecord>, BuildError> {
-    let matches = lookup_patrons(batch, sierra).await?;
-    let pseudonyms = pseudonymizer.pseudonymize_job(pseudonym_job(batch, &matches)).await;
-    finish_records(batch, &matches, pseudonyms, redshift).await
-}
-
-/// The Sierra match of each reservation, in order (`None`: not found), asking Sierra once
-/// for the batch's distinct non-empty barcodes.
+/// One [`PendingRecord`] per reservation, in order, with its Sierra match (`None`: not
+/// found), asking Sierra once for the batch's distinct non-empty barcodes.
 pub async fn lookup_patrons(
-    batch: &[Reservation],
+    batch: Vec<Reservation>,
     sierra: &impl PatronDirectory,
-) -> Result<Vec<Option<PatronMatch>>, BuildError> {
+) -> Result<Vec<PendingRecord>, BuildError> {
     let mut barcodes: Vec<String> = batch
         .iter()
         .filter_map(|r| r.barcode.as_deref())
@@ -72,40 +78,50 @@ pub async fn lookup_patrons(
     barcodes.dedup();
     let patrons = sierra.patrons_by_barcode(&barcodes).await.map_err(BuildError::Sierra)?;
     Ok(batch
-        .iter()
-        .map(|r| r.barcode.as_deref().filter(|b| !b.is_empty()).and_then(|b| patrons.get(b).cloned()))
+        .into_iter()
+        .map(|row| {
+            let patron =
+                row.barcode.as_deref().filter(|b| !b.is_empty()).and_then(|b| patrons.get(b).cloned());
+            PendingRecord { row, patron, patron_id: String::new(), key: String::new() }
+        })
         .collect())
 }
 
-/// The pseudonym inputs of a batch: each reservation's key (unique in a run) and its
-/// patron (the Sierra patron id, else `barcode <barcode>`; these recur).
-pub fn pseudonym_job(batch: &[Reservation], matches: &[Option<PatronMatch>]) -> PseudonymJob {
-    PseudonymJob { unique: key_inputs(batch), recurring: patron_inputs(batch, matches) }
-}
-
-/// The reservation keys of a batch, as pseudonym inputs (unique in a run).
-pub fn key_inputs(batch: &[Reservation]) -> Vec<String> {
-    batch.iter().map(|r| r.key.to_string()).collect()
-}
-
-/// The patron of each reservation, as pseudonym input: the Sierra patron id, else
-/// `barcode <barcode>` (these recur from batch to batch).
-pub fn patron_inputs(batch: &[Reservation], matches: &[Option<PatronMatch>]) -> Vec<String> {
-    batch
+/// Sets each record's patron pseudonym. The patron, as pseudonym input, is the Sierra
+/// patron id, else `barcode <barcode>`; these recur from batch to batch, so the
+/// pseudonymizer remembers them.
+pub async fn hash_patrons(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
+    let patrons = records
         .iter()
-        .zip(matches)
-        .map(|(r, m)| match m {
+        .map(|r| match &r.patron {
             Some(m) => m.patron_id.to_string(),
-            None => format!("barcode {}", r.barcode.as_deref().unwrap_or_default()),
+            None => format!("barcode {}", r.row.barcode.as_deref().unwrap_or_default()),
         })
-        .collect()
+        .collect();
+    let job = PseudonymJob { unique: Vec::new(), recurring: patrons };
+    let hashed = pseudonymizer.pseudonymize_job(job).await.recurring;
+    for (record, patron_id) in records.iter_mut().zip(hashed) {
+        record.patron_id = patron_id;
+    }
 }
 
-/// The distinct pseudonymous ids of the found patrons among `matches` (what Redshift is
-/// asked about), given each reservation's patron pseudonym.
-pub fn found_patron_ids(matches: &[Option<PatronMatch>], patron_ids: &[String]) -> Vec<String> {
+/// Sets each record's key pseudonym. Keys are unique in a run: hashed, never remembered.
+pub async fn hash_keys(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
+    let job = PseudonymJob {
+        unique: records.iter().map(|r| r.row.key.to_string()).collect(),
+        recurring: Vec::new(),
+    };
+    let hashed = pseudonymizer.pseudonymize_job(job).await.unique;
+    for (record, key) in records.iter_mut().zip(hashed) {
+        record.key = key;
+    }
+}
+
+/// The distinct pseudonymous ids of the found patrons among `records` (what Redshift is
+/// asked about), once [`hash_patrons`] has set them.
+pub fn found_patron_ids(records: &[PendingRecord]) -> Vec<String> {
     let mut found: Vec<String> =
-        matches.iter().zip(patron_ids).filter(|(m, _)| m.is_some()).map(|(_, id)| id.clone()).collect();
+        records.iter().filter(|r| r.patron.is_some()).map(|r| r.patron_id.clone()).collect();
     found.sort_unstable();
     found.dedup();
     found
@@ -122,56 +138,37 @@ pub async fn lookup_geo(
     redshift.geo_by_patron(found_ids).await.map_err(BuildError::Redshift)
 }
 
-/// Looks the found patrons up in Redshift (once for the batch's distinct pseudonymous
-/// ids) and assembles the records, in order.
-pub async fn finish_records(
-    batch: &[Reservation],
-    matches: &[Option<PatronMatch>],
-    pseudonyms: PseudonymResult,
-    redshift: &impl GeoDirectory,
-) -> Result<Vec<BuiltRecord>, BuildError> {
-    let PseudonymResult { unique: keys, recurring: patron_ids } = pseudonyms;
-    let geo = lookup_geo(&found_patron_ids(matches, &patron_ids), redshift).await?;
-    Ok(assemble_records(batch, matches, keys, patron_ids, &geo))
-}
-
 /// One record per reservation, in order, from its Sierra match, its key and patron
 /// pseudonyms, and `geo` (Redshift's answer for the found patrons' pseudonymous ids).
-pub fn assemble_records(
-    batch: &[Reservation],
-    matches: &[Option<PatronMatch>],
-    keys: Vec<String>,
-    patron_ids: Vec<String>,
-    geo: &HashMap<String, Geo>,
-) -> Vec<BuiltRecord> {
+pub fn assemble_records(records: Vec<PendingRecord>, geo: &HashMap<String, Geo>) -> Vec<BuiltRecord> {
     let mut out_of_range = 0usize;
-    let records = batch
-        .iter()
-        .zip(matches)
-        .zip(keys.into_iter().zip(patron_ids))
-        .map(|((r, m), (key, patron_id))| {
-            let status = retrieval_status(r.barcode.as_deref(), m.is_some());
-            let g = m.as_ref().and_then(|_| geo.get(&patron_id));
-            let minutes_used = r.minutes_used.and_then(|n| {
+    let built = records
+        .into_iter()
+        .map(|pending| {
+            let PendingRecord { row, patron, patron_id, key } = pending;
+            let status = retrieval_status(row.barcode.as_deref(), patron.is_some());
+            let g = patron.as_ref().and_then(|_| geo.get(&patron_id));
+            let minutes_used = row.minutes_used.and_then(|n| {
                 let v = i32::try_from(n).ok();
                 out_of_range += usize::from(v.is_none());
                 v
             });
             BuiltRecord {
                 status,
+                cursor: row.cursor(),
                 record: PcReserveRecord {
                     patron_retrieval_status: Some(status.as_str().to_string()),
-                    ptype_code: m.as_ref().and_then(|m| m.ptype_code),
-                    patron_home_library_code: m.as_ref().and_then(|m| m.home_library_code.clone()),
-                    pcode3: m.as_ref().and_then(|m| m.pcode3),
+                    ptype_code: patron.as_ref().and_then(|m| m.ptype_code),
+                    patron_home_library_code: patron.as_ref().and_then(|m| m.home_library_code.clone()),
+                    pcode3: patron.as_ref().and_then(|m| m.pcode3),
                     postal_code: g.and_then(|g| g.postal_code.clone()),
                     geoid: g.and_then(|g| g.geoid.clone()),
                     key,
                     minutes_used,
-                    transaction_et: Some(r.date_time.format("%Y-%m-%d").to_string()),
-                    branch: r.branch.clone(),
-                    area: r.area.clone(),
-                    staff_override: r.staff_override.clone(),
+                    transaction_et: Some(row.date_time.format("%Y-%m-%d").to_string()),
+                    branch: row.branch,
+                    area: row.area,
+                    staff_override: row.staff_override,
                     patron_id,
                 },
             }
@@ -183,7 +180,7 @@ pub fn assemble_records(
             "pcrMinutesUsed outside Avro's int range: written as null"
         );
     }
-    records
+    built
 }
 
 #[cfg(test)]
@@ -243,6 +240,20 @@ mod tests {
         }
     }
 
+    /// The steps the pipeline runs for a batch sent as one chunk, in its order.
+    async fn build_with(
+        batch: &[Reservation],
+        sierra: &FakeSierra,
+        redshift: &FakeRedshift,
+        pseudonymizer: &Pseudonymizer,
+    ) -> Vec<BuiltRecord> {
+        let mut records = lookup_patrons(batch.to_vec(), sierra).await.unwrap();
+        hash_patrons(&mut records, pseudonymizer).await;
+        let geo = lookup_geo(&found_patron_ids(&records), redshift).await.unwrap();
+        hash_keys(&mut records, pseudonymizer).await;
+        assemble_records(records, &geo)
+    }
+
     async fn build(
         batch: &[Reservation],
         sierra: HashMap<String, PatronMatch>,
@@ -250,7 +261,7 @@ mod tests {
     ) -> (Vec<BuiltRecord>, Vec<Vec<String>>, Vec<Vec<String>>) {
         let s = FakeSierra(sierra, Default::default());
         let r = FakeRedshift(geo, Default::default());
-        let out = build_records(batch, &s, &r, &Pseudonymizer::new(salt(), 2).unwrap()).await.unwrap();
+        let out = build_with(batch, &s, &r, &Pseudonymizer::new(salt(), 2).unwrap()).await;
         (out, s.1.into_inner().unwrap(), r.1.into_inner().unwrap())
     }
 
@@ -327,7 +338,7 @@ mod tests {
         let s = FakeSierra([("2333300001".into(), patron(111))].into(), Default::default());
         let r = FakeRedshift(HashMap::new(), Default::default());
         let pz = Pseudonymizer::new(salt(), 2).unwrap();
-        let out = build_records(&batch, &s, &r, &pz).await.unwrap();
+        let out = build_with(&batch, &s, &r, &pz).await;
         assert_eq!(out.len(), 5);
         assert_eq!(s.1.lock().unwrap()[0], vec!["2333300001".to_string()]);
         assert_eq!(r.1.lock().unwrap()[0], vec![p("111")]);
