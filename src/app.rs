@@ -133,20 +133,25 @@ pub fn gather(source: &ConfigSource) -> Result<RawConfig, ConfigError> {
 
 /// The AWS settings visible before decryption.
 pub fn aws_settings(raw: &RawConfig) -> AwsSettings {
-    let text = |n: &str| raw.plain(n).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    use crate::config::variables::{self as var, Variable};
+    let text = |v: &Variable| raw.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
     AwsSettings {
-        region: text("AWS_REGION"),
-        profile: text("AWS_PROFILE"),
-        endpoint_url: text("AWS_ENDPOINT_URL"),
-        credentials: match (text("AWS_ACCESS_KEY_ID"), text("AWS_SECRET_ACCESS_KEY")) {
+        region: text(&var::AWS_REGION),
+        profile: text(&var::AWS_PROFILE),
+        endpoint_url: text(&var::AWS_ENDPOINT_URL),
+        credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
             (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
                 access_key_id,
                 secret_access_key: secrecy::SecretString::from(secret),
-                session_token: text("AWS_SESSION_TOKEN").map(secrecy::SecretString::from),
+                session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
             }),
             _ => None,
         },
-        max_attempts: text("RETRY_ATTEMPTS").and_then(|v| v.parse().ok()).unwrap_or(4),
+        // An invalid value falls back to the default here; validation reports it later.
+        max_attempts: text(&var::RETRY_ATTEMPTS)
+            .and_then(|v| v.parse().ok())
+            .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
+            .unwrap_or(1),
     }
 }
 

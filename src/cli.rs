@@ -44,9 +44,22 @@ row is newer than the cursor and the poller was not caught up within
 ENVISIONWARE_RETENTION_HOURS), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
 found a failing dependency, 8 `reconcile` found a difference above --tolerance.";
 
+/// What `--help` shows after the options: the examples, the exit codes and every variable
+/// (from the one table in `config::variables`).
+fn long_help_footer() -> String {
+    format!("{EXAMPLES}\n\n{}", crate::config::variables::help_text().trim_end())
+}
+
 /// `pc-reserve-poller`.
 #[derive(Debug, Parser)]
-#[command(name = "pc-reserve-poller", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+#[command(
+    name = "pc-reserve-poller",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    after_long_help = long_help_footer()
+)]
 pub struct Cli {
     /// Where the configuration comes from.
     #[command(flatten)]

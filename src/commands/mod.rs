@@ -17,7 +17,7 @@ use sqlx::mysql::MySqlPool;
 
 use crate::app::{self, AppError};
 use crate::cli::ConfigArgs;
-use crate::config::{ConfigError, LogLevel, RawConfig};
+use crate::config::{ConfigError, RawConfig};
 use crate::db::{DbError, with_timeout};
 use crate::domain::Cursor;
 
@@ -53,24 +53,9 @@ pub fn gather_and_log_source(
 
 /// Reads the log settings from the gathered configuration and installs the logger.
 pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
-    let level = match raw.plain("LOG_LEVEL").map(str::trim).filter(|v| !v.is_empty()) {
-        None => LogLevel::Info,
-        Some(text) => LogLevel::parse(text).ok_or_else(|| ConfigError::Invalid {
-            name: "LOG_LEVEL".into(),
-            reason: "must be one of debug, info, warning, error, critical".into(),
-        })?,
-    };
-    let json = match raw.plain("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
-        None => false,
-        Some(v) if v.is_empty() || v == "text" => false,
-        Some(v) if v == "json" => true,
-        Some(_) => {
-            return Err(ConfigError::Invalid {
-                name: "LOG_FORMAT".into(),
-                reason: "must be text or json".into(),
-            });
-        }
-    };
+    use crate::config::variables::{LOG_FORMAT, LOG_LEVEL};
+    let level = crate::config::parse_log_level(raw.plain(LOG_LEVEL.name))?;
+    let json = crate::config::parse_log_format_is_json(raw.plain(LOG_FORMAT.name))?;
     crate::logging::init(level, json);
     Ok(())
 }
