@@ -17,6 +17,7 @@ use crate::enrich::sierra::Sierra;
 use crate::lease::{Lease, LeaseError, S3LeaseStore, owner_name};
 use crate::pipeline::{RunError, RunOptions, RunSummary, Stages, run};
 use crate::pseudonym::{Pseudonymizer, Salt};
+use crate::retry::RetryPolicy;
 use crate::sink::{Kinesis, Sender};
 use crate::source::envisionware::Envisionware;
 use crate::state::S3CursorStore;
@@ -195,17 +196,13 @@ pub struct Connected {
 
 /// Fetches the schema and opens the three database pools, all at once.
 pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
-    let (encoder, ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
+    let (encoder, envisionware, sierra_pool, redshift) = tokio::try_join!(
         async {
             fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
                 .await
                 .map_err(AppError::Schema)
         },
-        async {
-            connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-                .await
-                .map_err(|source| AppError::Connect { what: "Envisionware", source })
-        },
+        connect_envisionware(settings, &settings.retry),
         async {
             connect_pg(
                 "Sierra connect",
@@ -216,29 +213,51 @@ pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
             .await
             .map_err(|source| AppError::Connect { what: "Sierra", source })
         },
-        async {
-            connect_pg(
-                "Redshift connect",
-                pg_options(&settings.redshift, true, settings.statement_timeout),
-                settings.connect_timeout,
-                &settings.retry,
-            )
-            .await
-            .map_err(|source| AppError::Connect { what: "Redshift", source })
-        },
+        connect_redshift(settings),
     )?;
     Ok(Connected {
         encoder,
-        envisionware: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry)
-            .with_settle_delay(settings.settle_delay),
+        envisionware,
         sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
-        redshift: Redshift::new(
-            redshift_pool,
-            settings.redshift_patron_table.clone(),
-            settings.statement_timeout,
-            settings.retry,
-        ),
+        redshift,
     })
+}
+
+/// Opens Envisionware's pool as a run does (connections retried by `retry`) and returns the
+/// reader on it: the run's source, and what the tools ask their questions through.
+pub async fn connect_envisionware(
+    settings: &Settings,
+    retry: &RetryPolicy,
+) -> Result<Envisionware, AppError> {
+    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, retry)
+        .await
+        .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    Ok(Envisionware::new(pool, settings.statement_timeout, settings.retry)
+        .with_settle_delay(settings.settle_delay))
+}
+
+/// Opens Redshift's pool as a run does and returns the lookup on it: the run's, and the
+/// warehouse counts `reconcile` asks for.
+pub async fn connect_redshift(settings: &Settings) -> Result<Redshift, AppError> {
+    let pool = connect_pg(
+        "Redshift connect",
+        pg_options(&settings.redshift, true, settings.statement_timeout),
+        settings.connect_timeout,
+        &settings.retry,
+    )
+    .await
+    .map_err(|source| AppError::Connect { what: "Redshift", source })?;
+    Ok(Redshift::new(
+        pool,
+        settings.redshift_patron_table.clone(),
+        settings.statement_timeout,
+        settings.retry,
+    ))
+}
+
+/// The store of the run's cursor (`S3_RESOURCE` in `S3_BUCKET`).
+pub fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
+    S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone())
 }
 
 /// The pseudonymizer the settings ask for: salt, thread count and kernel.
@@ -342,8 +361,7 @@ async fn run_stages(
     progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let store = (!settings.ignore_cache)
-        .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
+    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3));
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
             Kinesis::new(sdk, settings.kinesis_stream_arn.clone()),
