@@ -168,17 +168,18 @@ pub async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), 
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
     let aws = aws_settings(&raw);
-    let salt_text = if let Some(v) = raw.plain("BCRYPT_SALT") {
+    let name = crate::config::variables::BCRYPT_SALT.name;
+    let salt_text = if let Some(v) = raw.plain(name) {
         secrecy::SecretString::from(v.to_string())
-    } else if raw.encrypted_names().any(|n| n == "BCRYPT_SALT") {
+    } else if raw.encrypted_names().any(|n| n == name) {
         let sdk = sdk_config(&aws).await;
-        raw.decrypt_one("BCRYPT_SALT", &KmsDecrypter::new(&sdk)).await?
+        raw.decrypt_one(name, &KmsDecrypter::new(&sdk)).await?
     } else {
-        return Err(ConfigError::Missing(vec!["BCRYPT_SALT"]));
+        return Err(ConfigError::Missing(vec![name]));
     };
     use secrecy::ExposeSecret as _;
     Salt::parse(salt_text.expose_secret().trim_end_matches(['\r', '\n']).trim_start())
-        .map_err(|e| ConfigError::Invalid { name: "BCRYPT_SALT".into(), reason: e.to_string() })
+        .map_err(|e| ConfigError::Invalid { name: name.into(), reason: e.to_string() })
 }
 
 /// The real stages that talk to databases and the schema endpoint, connected.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::ConfigSource;
-use crate::config::default_path;
+use crate::config::{default_path, variables};
 use crate::dry_run::DryRunFormat;
 use crate::metrics::MetricsFormat;
 
@@ -305,13 +305,13 @@ impl ConfigArgs {
         let mut flags: BTreeMap<String, String> = self.set.iter().cloned().collect();
         if let Some(run) = run {
             if let Some(n) = run.max_batches {
-                flags.insert("MAX_BATCHES".into(), n.to_string());
+                flags.insert(variables::MAX_BATCHES.name.into(), n.to_string());
             }
             if run.ignore_cache {
-                flags.insert("IGNORE_CACHE".into(), "true".into());
+                flags.insert(variables::IGNORE_CACHE.name.into(), "true".into());
             }
             if run.ignore_kinesis {
-                flags.insert("IGNORE_KINESIS".into(), "true".into());
+                flags.insert(variables::IGNORE_KINESIS.name.into(), "true".into());
             }
         }
         ConfigSource { path, flags }
