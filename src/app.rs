@@ -94,6 +94,9 @@ pub enum AppError {
         /// What the difference means, in words.
         missing: String,
     },
+    /// The dry run's file could not be created or closed.
+    #[error(transparent)]
+    DryRun(#[from] crate::dry_run::DryRunError),
     /// SIGTERM or SIGINT stopped the command after the cursor was saved.
     #[error("stopped by a signal; the cursor is saved")]
     Stopped,

@@ -209,7 +209,7 @@ pub async fn dry_run(
         .ok_or_else(|| RunError::NoCursor(format!("{}/{}", settings.s3_bucket, settings.s3_resource)))?;
     let connected = app::connect(settings).await?;
     let encoder = connected.encoder.clone();
-    let sink = FileSink::create(&encoder, format, output).map_err(RunError::Sink)?;
+    let sink = FileSink::create(&encoder, format, output)?;
     let pseudonymizer = app::pseudonymizer(settings)?;
     let mut stages = Stages {
         source: connected.envisionware,
@@ -223,7 +223,7 @@ pub async fn dry_run(
     let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
     let result = crate::pipeline::run(&mut stages, &options).await;
     if let Some(sender) = &stages.sender {
-        sender.inner().finish().map_err(RunError::Sink)?;
+        sender.inner().finish()?;
     }
     let summary = result?;
     tracing::info!(
