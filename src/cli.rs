@@ -324,6 +324,17 @@ mod tests {
     use clap::CommandFactory as _;
 
     #[test]
+    fn long_help_lists_every_variable_after_the_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        let examples = help.find("Examples:").expect("examples");
+        let variables = help.find("Variables (file, environment or --set):").expect("the variable list");
+        assert!(examples < variables, "{help}");
+        assert!(help.contains("  ENVISIONWARE_RETENTION_HOURS: hours, default 48\n"), "{help}");
+        let short = Cli::command().render_help().to_string();
+        assert!(!short.contains("Variables (file"), "-h stays short: {short}");
+    }
+
+    #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
