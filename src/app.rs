@@ -17,6 +17,7 @@ use crate::enrich::sierra::Sierra;
 use crate::lease::{Lease, LeaseError, S3LeaseStore, owner_name};
 use crate::pipeline::{RunError, RunOptions, RunSummary, Stages, run};
 use crate::pseudonym::{Pseudonymizer, Salt};
+use crate::retry::RetryPolicy;
 use crate::sink::{Kinesis, Sender};
 use crate::source::envisionware::Envisionware;
 use crate::state::S3CursorStore;
@@ -93,6 +94,9 @@ pub enum AppError {
         /// What the difference means, in words.
         missing: String,
     },
+    /// The dry run's file could not be created or closed.
+    #[error(transparent)]
+    DryRun(#[from] crate::dry_run::DryRunError),
     /// SIGTERM or SIGINT stopped the command after the cursor was saved.
     #[error("stopped by a signal; the cursor is saved")]
     Stopped,
@@ -133,20 +137,25 @@ pub fn gather(source: &ConfigSource) -> Result<RawConfig, ConfigError> {
 
 /// The AWS settings visible before decryption.
 pub fn aws_settings(raw: &RawConfig) -> AwsSettings {
-    let text = |n: &str| raw.plain(n).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+    use crate::config::variables::{self as var, Variable};
+    let text = |v: &Variable| raw.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
     AwsSettings {
-        region: text("AWS_REGION"),
-        profile: text("AWS_PROFILE"),
-        endpoint_url: text("AWS_ENDPOINT_URL"),
-        credentials: match (text("AWS_ACCESS_KEY_ID"), text("AWS_SECRET_ACCESS_KEY")) {
+        region: text(&var::AWS_REGION),
+        profile: text(&var::AWS_PROFILE),
+        endpoint_url: text(&var::AWS_ENDPOINT_URL),
+        credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
             (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
                 access_key_id,
                 secret_access_key: secrecy::SecretString::from(secret),
-                session_token: text("AWS_SESSION_TOKEN").map(secrecy::SecretString::from),
+                session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
             }),
             _ => None,
         },
-        max_attempts: text("RETRY_ATTEMPTS").and_then(|v| v.parse().ok()).unwrap_or(4),
+        // An invalid value falls back to the default here; validation reports it later.
+        max_attempts: text(&var::RETRY_ATTEMPTS)
+            .and_then(|v| v.parse().ok())
+            .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
+            .unwrap_or(1),
     }
 }
 
@@ -162,17 +171,18 @@ pub async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), 
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
     let aws = aws_settings(&raw);
-    let salt_text = if let Some(v) = raw.plain("BCRYPT_SALT") {
+    let name = crate::config::variables::BCRYPT_SALT.name;
+    let salt_text = if let Some(v) = raw.plain(name) {
         secrecy::SecretString::from(v.to_string())
-    } else if raw.encrypted_names().any(|n| n == "BCRYPT_SALT") {
+    } else if raw.encrypted_names().any(|n| n == name) {
         let sdk = sdk_config(&aws).await;
-        raw.decrypt_one("BCRYPT_SALT", &KmsDecrypter::new(&sdk)).await?
+        raw.decrypt_one(name, &KmsDecrypter::new(&sdk)).await?
     } else {
-        return Err(ConfigError::Missing(vec!["BCRYPT_SALT"]));
+        return Err(ConfigError::Missing(vec![name]));
     };
     use secrecy::ExposeSecret as _;
     Salt::parse(salt_text.expose_secret().trim_end_matches(['\r', '\n']).trim_start())
-        .map_err(|e| ConfigError::Invalid { name: "BCRYPT_SALT".into(), reason: e.to_string() })
+        .map_err(|e| ConfigError::Invalid { name: name.into(), reason: e.to_string() })
 }
 
 /// The real stages that talk to databases and the schema endpoint, connected.
@@ -190,17 +200,13 @@ pub struct Connected {
 
 /// Fetches the schema and opens the three database pools, all at once.
 pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
-    let (encoder, ew_pool, sierra_pool, redshift_pool) = tokio::try_join!(
+    let (encoder, envisionware, sierra_pool, redshift) = tokio::try_join!(
         async {
             fetch_encoder(&settings.schema_url, settings.schema_timeout, &settings.retry)
                 .await
                 .map_err(AppError::Schema)
         },
-        async {
-            connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-                .await
-                .map_err(|source| AppError::Connect { what: "Envisionware", source })
-        },
+        connect_envisionware(settings, &settings.retry),
         async {
             connect_pg(
                 "Sierra connect",
@@ -211,29 +217,51 @@ pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
             .await
             .map_err(|source| AppError::Connect { what: "Sierra", source })
         },
-        async {
-            connect_pg(
-                "Redshift connect",
-                pg_options(&settings.redshift, true, settings.statement_timeout),
-                settings.connect_timeout,
-                &settings.retry,
-            )
-            .await
-            .map_err(|source| AppError::Connect { what: "Redshift", source })
-        },
+        connect_redshift(settings),
     )?;
     Ok(Connected {
         encoder,
-        envisionware: Envisionware::new(ew_pool, settings.statement_timeout, settings.retry)
-            .with_settle_delay(settings.settle_delay),
+        envisionware,
         sierra: Sierra::new(sierra_pool, settings.statement_timeout, settings.retry),
-        redshift: Redshift::new(
-            redshift_pool,
-            settings.redshift_patron_table.clone(),
-            settings.statement_timeout,
-            settings.retry,
-        ),
+        redshift,
     })
+}
+
+/// Opens Envisionware's pool as a run does (connections retried by `retry`) and returns the
+/// reader on it: the run's source, and what the tools ask their questions through.
+pub async fn connect_envisionware(
+    settings: &Settings,
+    retry: &RetryPolicy,
+) -> Result<Envisionware, AppError> {
+    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, retry)
+        .await
+        .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    Ok(Envisionware::new(pool, settings.statement_timeout, settings.retry)
+        .with_settle_delay(settings.settle_delay))
+}
+
+/// Opens Redshift's pool as a run does and returns the lookup on it: the run's, and the
+/// warehouse counts `reconcile` asks for.
+pub async fn connect_redshift(settings: &Settings) -> Result<Redshift, AppError> {
+    let pool = connect_pg(
+        "Redshift connect",
+        pg_options(&settings.redshift, true, settings.statement_timeout),
+        settings.connect_timeout,
+        &settings.retry,
+    )
+    .await
+    .map_err(|source| AppError::Connect { what: "Redshift", source })?;
+    Ok(Redshift::new(
+        pool,
+        settings.redshift_patron_table.clone(),
+        settings.statement_timeout,
+        settings.retry,
+    ))
+}
+
+/// The store of the run's cursor (`S3_RESOURCE` in `S3_BUCKET`).
+pub fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
+    S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone())
 }
 
 /// The pseudonymizer the settings ask for: salt, thread count and kernel.
@@ -337,8 +365,7 @@ async fn run_stages(
     progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let store = (!settings.ignore_cache)
-        .then(|| S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone()));
+    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3));
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
             Kinesis::new(sdk, settings.kinesis_stream_arn.clone()),

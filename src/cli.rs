@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::ConfigSource;
-use crate::config::default_path;
+use crate::config::{default_path, variables};
 use crate::dry_run::DryRunFormat;
 use crate::metrics::MetricsFormat;
 
@@ -44,9 +44,22 @@ row is newer than the cursor and the poller was not caught up within
 ENVISIONWARE_RETENTION_HOURS), 6 stopped by SIGTERM/SIGINT after saving the cursor, 7 `check`
 found a failing dependency, 8 `reconcile` found a difference above --tolerance.";
 
+/// What `--help` shows after the options: the examples, the exit codes and every variable
+/// (from the one table in `config::variables`).
+fn long_help_footer() -> String {
+    format!("{EXAMPLES}\n\n{}", crate::config::variables::help_text().trim_end())
+}
+
 /// `pc-reserve-poller`.
 #[derive(Debug, Parser)]
-#[command(name = "pc-reserve-poller", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+#[command(
+    name = "pc-reserve-poller",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    after_long_help = long_help_footer()
+)]
 pub struct Cli {
     /// Where the configuration comes from.
     #[command(flatten)]
@@ -292,13 +305,13 @@ impl ConfigArgs {
         let mut flags: BTreeMap<String, String> = self.set.iter().cloned().collect();
         if let Some(run) = run {
             if let Some(n) = run.max_batches {
-                flags.insert("MAX_BATCHES".into(), n.to_string());
+                flags.insert(variables::MAX_BATCHES.name.into(), n.to_string());
             }
             if run.ignore_cache {
-                flags.insert("IGNORE_CACHE".into(), "true".into());
+                flags.insert(variables::IGNORE_CACHE.name.into(), "true".into());
             }
             if run.ignore_kinesis {
-                flags.insert("IGNORE_KINESIS".into(), "true".into());
+                flags.insert(variables::IGNORE_KINESIS.name.into(), "true".into());
             }
         }
         ConfigSource { path, flags }
@@ -309,6 +322,17 @@ impl ConfigArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+
+    #[test]
+    fn long_help_lists_every_variable_after_the_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        let examples = help.find("Examples:").expect("examples");
+        let variables = help.find("Variables (file, environment or --set):").expect("the variable list");
+        assert!(examples < variables, "{help}");
+        assert!(help.contains("  ENVISIONWARE_RETENTION_HOURS: hours, default 48\n"), "{help}");
+        let short = Cli::command().render_help().to_string();
+        assert!(!short.contains("Variables (file"), "-h stays short: {short}");
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

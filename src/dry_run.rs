@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 
-use crate::encode::AvroEncoder;
+use crate::encode::{AvroEncoder, DecodeError};
 use crate::sink::{OutgoingRecord, PutOutcome, PutRecords, SinkError};
 
 /// The file format of a dry run.
@@ -44,59 +44,87 @@ impl std::fmt::Debug for FileSink<'_> {
     }
 }
 
-fn io_error(e: impl std::fmt::Display) -> SinkError {
-    SinkError::Request { message: format!("dry-run output: {e}"), transient: false }
+/// Why the dry run's file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    /// Creating, writing or flushing the file failed.
+    #[error("dry-run output: {0}")]
+    Io(#[from] std::io::Error),
+    /// `--format avro --output -`.
+    #[error("dry-run output: an Avro container file needs --output PATH, not standard output")]
+    AvroToStandardOutput,
+    /// A record could not be read back for its JSON line.
+    #[error("dry-run output: {0}")]
+    Decode(#[from] DecodeError),
+    /// A record could not be turned into a JSON line.
+    #[error("dry-run output: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The Avro container could not be written, or a datum read back for it.
+    #[error("dry-run output: {0}")]
+    Avro(String),
+    /// Records came after [`FileSink::finish`].
+    #[error("dry-run output: the file is already closed")]
+    Closed,
+}
+
+impl From<apache_avro::Error> for DryRunError {
+    fn from(e: apache_avro::Error) -> Self {
+        Self::Avro(e.to_string())
+    }
+}
+
+impl From<DryRunError> for SinkError {
+    fn from(e: DryRunError) -> Self {
+        SinkError::Output(std::sync::Arc::new(e))
+    }
 }
 
 impl<'a> FileSink<'a> {
     /// A sink writing `format` to `path` (`-` is standard output, JSON lines only).
-    pub fn create(encoder: &'a AvroEncoder, format: DryRunFormat, path: &Path) -> Result<Self, SinkError> {
+    pub fn create(encoder: &'a AvroEncoder, format: DryRunFormat, path: &Path) -> Result<Self, DryRunError> {
         let schema = encoder.schema();
         let output = match format {
             DryRunFormat::Jsonl if path == Path::new("-") => Output::Jsonl(Box::new(std::io::stdout())),
-            DryRunFormat::Jsonl => {
-                Output::Jsonl(Box::new(BufWriter::new(File::create(path).map_err(io_error)?)))
-            }
+            DryRunFormat::Jsonl => Output::Jsonl(Box::new(BufWriter::new(File::create(path)?))),
             DryRunFormat::Avro if path == Path::new("-") => {
-                return Err(io_error("an Avro container file needs --output PATH, not standard output"));
+                return Err(DryRunError::AvroToStandardOutput);
             }
             DryRunFormat::Avro => {
-                let file = BufWriter::new(File::create(path).map_err(io_error)?);
-                Output::Avro(Box::new(apache_avro::Writer::new(schema, file).map_err(io_error)?))
+                let file = BufWriter::new(File::create(path)?);
+                Output::Avro(Box::new(apache_avro::Writer::new(schema, file)?))
             }
         };
         Ok(Self { encoder, schema, output: Mutex::new(Some(output)), written: Default::default() })
     }
 
     /// Flushes and closes the file.
-    pub fn finish(&self) -> Result<(), SinkError> {
+    pub fn finish(&self) -> Result<(), DryRunError> {
         let taken = self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match taken {
             None => Ok(()),
-            Some(Output::Jsonl(mut w)) => w.flush().map_err(io_error),
-            Some(Output::Avro(w)) => w.into_inner().map_err(io_error)?.flush().map_err(io_error),
+            Some(Output::Jsonl(mut w)) => Ok(w.flush()?),
+            Some(Output::Avro(w)) => Ok(w.into_inner()?.flush()?),
         }
     }
 
-    fn write(&self, records: &[OutgoingRecord]) -> Result<(), SinkError> {
+    fn write(&self, records: &[OutgoingRecord]) -> Result<(), DryRunError> {
         let mut guard = self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(output) = guard.as_mut() else {
-            return Err(io_error("the file is already closed"));
+            return Err(DryRunError::Closed);
         };
         for r in records {
             match output {
                 Output::Jsonl(w) => {
-                    let record = self.encoder.decode(&r.data).map_err(io_error)?;
-                    let line = serde_json::to_string(&record).map_err(io_error)?;
-                    writeln!(w, "{line}").map_err(io_error)?;
+                    let record = self.encoder.decode(&r.data)?;
+                    let line = serde_json::to_string(&record)?;
+                    writeln!(w, "{line}")?;
                 }
                 Output::Avro(w) => {
                     let mut datum = r.data.as_slice();
                     let value = GenericDatumReader::builder(self.schema)
                         .build()
-                        .and_then(|reader| reader.read_value(&mut datum))
-                        .map_err(io_error)?;
-                    w.append_value(value).map_err(io_error)?;
+                        .and_then(|reader| reader.read_value(&mut datum))?;
+                    w.append_value(value)?;
                 }
             }
             self.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -109,5 +137,43 @@ impl PutRecords for FileSink<'_> {
     async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
         self.write(records)?;
         Ok(vec![None; records.len()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::schema_from_response;
+
+    fn encoder() -> AvroEncoder {
+        let body = include_bytes!("../tests/fixtures/PcReserve-schema-response.json");
+        AvroEncoder::from_schema_text(&schema_from_response(body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_avro_container_on_standard_output_is_refused_by_the_file_sink() {
+        let encoder = encoder();
+        match FileSink::create(&encoder, DryRunFormat::Avro, Path::new("-")) {
+            Err(e @ DryRunError::AvroToStandardOutput) => assert_eq!(
+                e.to_string(),
+                "dry-run output: an Avro container file needs --output PATH, not standard output"
+            ),
+            other => panic!("{:?}", other.map(|_| "a sink")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_after_finish_fails_with_the_file_sinks_own_error() {
+        let encoder = encoder();
+        let dir = std::env::temp_dir().join(format!("pcr-dry-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = FileSink::create(&encoder, DryRunFormat::Jsonl, &dir.join("out.jsonl")).unwrap();
+        sink.finish().unwrap();
+        let record = OutgoingRecord { partition_key: "k".into(), data: vec![0] };
+        let err = sink.put_records(&[record]).await.unwrap_err();
+        let SinkError::Output(inner) = &err else { panic!("{err:?}") };
+        assert!(matches!(inner.downcast_ref::<DryRunError>(), Some(DryRunError::Closed)), "{err}");
+        assert_eq!(err.to_string(), "dry-run output: the file is already closed");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -37,6 +37,20 @@ pub enum EncodeError {
     },
 }
 
+/// Why a datum could not be read back with the schema (the `decode` tool, dry runs, tests).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a datum of this schema.
+    #[error("not a PcReserve datum: {0}")]
+    NotADatum(String),
+    /// The datum ends before the bytes do.
+    #[error("{0} trailing bytes after the datum")]
+    TrailingBytes(usize),
+    /// The datum is not a record.
+    #[error("datum is not a record")]
+    NotARecord,
+}
+
 /// The kinds of value a field of ours holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -216,17 +230,17 @@ impl AvroEncoder {
     }
 
     /// Decodes one datum written with this schema (the `decode` tools and tests use it).
-    pub fn decode(&self, datum: &[u8]) -> Result<PcReserveRecord, EncodeError> {
+    pub fn decode(&self, datum: &[u8]) -> Result<PcReserveRecord, DecodeError> {
         let mut reader = datum;
         let value = GenericDatumReader::builder(&self.schema)
             .build()
             .and_then(|r| r.read_value(&mut reader))
-            .map_err(|e| EncodeError::Response(format!("not a PcReserve datum: {e}")))?;
+            .map_err(|e| DecodeError::NotADatum(e.to_string()))?;
         if !reader.is_empty() {
-            return Err(EncodeError::Response(format!("{} trailing bytes after the datum", reader.len())));
+            return Err(DecodeError::TrailingBytes(reader.len()));
         }
         let Value::Record(fields) = value else {
-            return Err(EncodeError::Response("datum is not a record".into()));
+            return Err(DecodeError::NotARecord);
         };
         let get = |name: &str| -> Option<Value> {
             fields.iter().find(|(n, _)| n == name).map(|(_, v)| match v {
@@ -379,6 +393,27 @@ mod tests {
             let bytes = enc.encode(&record).unwrap();
             assert_eq!(hex(&bytes), v.datum_hex, "{}", v.description);
             assert_eq!(enc.decode(&unhex(&v.datum_hex)).unwrap(), record, "{}", v.description);
+        }
+    }
+
+    #[test]
+    fn a_datum_that_does_not_decode_says_why_in_its_own_terms() {
+        let enc = reference_encoder();
+        let vectors: Vec<Vector> =
+            serde_json::from_str(include_str!("../tests/fixtures/avro_pcreserve.json")).unwrap();
+        let datum = unhex(&vectors[0].datum_hex);
+        let longer = [datum.as_slice(), &[0, 0, 0]].concat();
+        match enc.decode(&longer) {
+            Err(e @ DecodeError::TrailingBytes(3)) => {
+                assert_eq!(e.to_string(), "3 trailing bytes after the datum")
+            }
+            other => panic!("{other:?}"),
+        }
+        match enc.decode(&datum[..1]) {
+            Err(e @ DecodeError::NotADatum(_)) => {
+                assert!(e.to_string().starts_with("not a PcReserve datum: "), "{e}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 

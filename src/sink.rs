@@ -38,9 +38,13 @@ impl OutgoingRecord {
     }
 }
 
-/// A Kinesis failure.
+/// A Kinesis failure, or the failure of a sink standing in for Kinesis.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
+    /// A sink that is not Kinesis (a dry run's file) failed; the error is that sink's own
+    /// type, which a caller can downcast to.
+    #[error("{0}")]
+    Output(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The whole request failed.
     #[error("{message}")]
     Request {

@@ -86,14 +86,7 @@ pub async fn backfill(config: &ConfigArgs, from: NaiveDateTime, to: NaiveDateTim
     }
     let progress = match TerminalProgress::on_terminal(None) {
         Some(_) => {
-            let total = super::count_after(
-                connected.envisionware.pool(),
-                start_of(from),
-                Some(to),
-                settings.statement_timeout,
-            )
-            .await
-            .ok();
+            let total = connected.envisionware.count_after(start_of(from), Some(to)).await.ok();
             TerminalProgress::on_terminal(total)
         }
         None => None,

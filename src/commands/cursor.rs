@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::app::{self, AppError};
 use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
-use crate::db::connect_mysql;
 use crate::domain::{Cursor, format_date_time};
 use crate::state::{CursorStore as _, S3CursorStore, StateError};
 
@@ -87,7 +86,7 @@ async fn settings_and_store(
         return Err(AppError::Usage("IGNORE_CACHE is set: there is no cursor object to show or set".into()));
     }
     let client = app::s3_client(&sdk, &aws);
-    let store = S3CursorStore::new(client.clone(), settings.s3_bucket.clone(), settings.s3_resource.clone());
+    let store = app::cursor_store(&settings, client.clone());
     Ok((settings, store, client))
 }
 
@@ -106,14 +105,11 @@ pub async fn show(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppEr
             .ok()
             .and_then(|h| h.last_modified().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))),
     };
-    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-        .await
-        .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    let source = app::connect_envisionware(&settings, &settings.retry).await?;
     let from = cursor.or(settings.start_cursor).unwrap_or_else(Cursor::default_start);
     let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
-    let behind =
-        super::count_after(&pool, from, None, settings.statement_timeout).await.map_err(envisionware)?;
-    let newest = super::newest(&pool, settings.statement_timeout).await.map_err(envisionware)?;
+    let behind = source.count_after(from, None).await.map_err(envisionware)?;
+    let newest = source.newest().await.map_err(envisionware)?;
     let report = CursorReport {
         location: format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource),
         cursor,
@@ -149,15 +145,10 @@ pub async fn set(
     };
     let from = current.or(settings.start_cursor);
     if let Some(from) = from.filter(|f| target > *f) {
-        let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-            .await
-            .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+        let source = app::connect_envisionware(&settings, &settings.retry).await?;
         let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
-        let skipped =
-            super::count_after(&pool, from, None, settings.statement_timeout).await.map_err(envisionware)?
-                - super::count_after(&pool, target, None, settings.statement_timeout)
-                    .await
-                    .map_err(envisionware)?;
+        let skipped = source.count_after(from, None).await.map_err(envisionware)?
+            - source.count_after(target, None).await.map_err(envisionware)?;
         if skipped > 0 && !force {
             return Err(AppError::Tool(format!(
                 "cursor set: moving forward would skip {skipped} reservation(s) that were never sent; add --force to skip them on purpose"

@@ -11,8 +11,8 @@ use base64::Engine as _;
 
 use crate::app::{self, AppError};
 use crate::cli::ConfigArgs;
-use crate::config::RawConfig;
 use crate::config::kms::KmsDecrypter;
+use crate::config::{RawConfig, variables};
 use crate::encode::fetch_encoder;
 use crate::retry::RetryPolicy;
 
@@ -52,7 +52,7 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     let raw = super::gather_and_log(config, &config.source(None))?;
     let aws = app::aws_settings(&raw);
     let sdk = crate::aws::sdk_config(&aws).await;
-    let schema_url = variable(&raw, &sdk, "PC_RESERVE_SCHEMA_URL").await?;
+    let schema_url = variable(&raw, &sdk, variables::PC_RESERVE_SCHEMA_URL.name).await?;
     let encoder = fetch_encoder(&schema_url, Duration::from_secs(10), &RetryPolicy::default())
         .await
         .map_err(AppError::Schema)?;
@@ -70,7 +70,7 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     match from {
         DecodeFrom::File(path) => from_file(&path, &mut print),
         other => {
-            let arn = variable(&raw, &sdk, "KINESIS_STREAM_ARN").await?;
+            let arn = variable(&raw, &sdk, variables::KINESIS_STREAM_ARN.name).await?;
             from_stream(&sdk, &arn, &other, &mut print).await
         }
     }

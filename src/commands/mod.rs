@@ -13,12 +13,10 @@ pub mod run;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::mysql::MySqlPool;
 
 use crate::app::{self, AppError};
 use crate::cli::ConfigArgs;
-use crate::config::{ConfigError, LogLevel, RawConfig};
-use crate::db::{DbError, with_timeout};
+use crate::config::{ConfigError, RawConfig};
 use crate::domain::Cursor;
 
 /// Gathers the configuration (phase one), installs the logger it asks for and logs at
@@ -53,55 +51,11 @@ pub fn gather_and_log_source(
 
 /// Reads the log settings from the gathered configuration and installs the logger.
 pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
-    let level = match raw.plain("LOG_LEVEL").map(str::trim).filter(|v| !v.is_empty()) {
-        None => LogLevel::Info,
-        Some(text) => LogLevel::parse(text).ok_or_else(|| ConfigError::Invalid {
-            name: "LOG_LEVEL".into(),
-            reason: "must be one of debug, info, warning, error, critical".into(),
-        })?,
-    };
-    let json = match raw.plain("LOG_FORMAT").map(|v| v.trim().to_ascii_lowercase()) {
-        None => false,
-        Some(v) if v.is_empty() || v == "text" => false,
-        Some(v) if v == "json" => true,
-        Some(_) => {
-            return Err(ConfigError::Invalid {
-                name: "LOG_FORMAT".into(),
-                reason: "must be text or json".into(),
-            });
-        }
-    };
+    use crate::config::variables::{LOG_FORMAT, LOG_LEVEL};
+    let level = crate::config::parse_log_level(raw.plain(LOG_LEVEL.name))?;
+    let json = crate::config::parse_log_format_is_json(raw.plain(LOG_FORMAT.name))?;
     crate::logging::init(level, json);
     Ok(())
-}
-
-/// Counts the reservations strictly after `after` in cursor order, and before `until`
-/// when given (the rows a run from `after` would read).
-pub async fn count_after(
-    pool: &MySqlPool,
-    after: Cursor,
-    until: Option<NaiveDateTime>,
-    timeout: Duration,
-) -> Result<u64, DbError> {
-    const AFTER: &str = "SELECT COUNT(*) FROM strad_bci \
-         WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?)";
-    const BETWEEN: &str = "SELECT COUNT(*) FROM strad_bci \
-         WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?) AND pcrDateTime < ?";
-    let query = sqlx::query_scalar(if until.is_some() { BETWEEN } else { AFTER })
-        .bind(after.date_time)
-        .bind(after.date_time)
-        .bind(after.key);
-    let query = match until {
-        Some(until) => query.bind(until),
-        None => query,
-    };
-    let n: i64 = with_timeout(timeout, query.fetch_one(pool)).await?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-/// The newest `pcrDateTime` in Envisionware, if any.
-pub async fn newest(pool: &MySqlPool, timeout: Duration) -> Result<Option<NaiveDateTime>, DbError> {
-    with_timeout(timeout, sqlx::query_scalar("SELECT MAX(pcrDateTime) FROM strad_bci").fetch_one(pool)).await
 }
 
 /// Parses a date-time given on the command line: `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS`

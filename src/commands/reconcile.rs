@@ -8,7 +8,8 @@ use chrono::NaiveDate;
 
 use crate::app::{self, AppError};
 use crate::cli::{ConfigArgs, OutputFormat, ReconcileDay};
-use crate::db::{connect_mysql, connect_pg, pg_options, with_timeout};
+#[cfg(test)]
+use crate::enrich::redshift::pc_reserve_table;
 
 /// The counts of one day.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +78,6 @@ impl std::fmt::Display for Reconciliation {
     }
 }
 
-/// The warehouse table: `pc_reserve` for production, else `pc_reserve_<REDSHIFT_DB_NAME>`.
-pub fn pc_reserve_table(patron_table: &str) -> String {
-    patron_table.replacen("patron_info", "pc_reserve", 1)
-}
-
 /// `reconcile`: prints the counts (text or JSON), then fails with
 /// [`AppError::ReconcileDifference`] when the difference is larger than `tolerance`.
 pub async fn reconcile(
@@ -92,62 +88,21 @@ pub async fn reconcile(
 ) -> Result<(), AppError> {
     let raw = super::gather_and_log(config, &config.source(None))?;
     let (settings, _, _) = app::load(raw).await?;
-    let ew = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry)
-        .await
-        .map_err(|source| AppError::Connect { what: "Envisionware", source })?;
+    let ew_error = |e| AppError::Tool(format!("Envisionware: {e}"));
+    let source = app::connect_envisionware(&settings, &settings.retry).await?;
     let date = match day {
         ReconcileDay::On(date) => date,
+        // Envisionware's own date: its clock is the one reservations are stamped in.
         ReconcileDay::DaysAgo(days) => {
-            // Envisionware's own date: its clock is the one reservations are stamped in
-            // (the session keeps the server's time zone, see `db::mysql_options`).
-            let today: NaiveDate = with_timeout(
-                settings.statement_timeout,
-                sqlx::query_scalar("SELECT CURDATE()").fetch_one(&ew),
-            )
-            .await
-            .map_err(|e| AppError::Tool(format!("Envisionware: {e}")))?;
-            today - chrono::Duration::days(i64::from(days))
+            source.today().await.map_err(ew_error)? - chrono::Duration::days(i64::from(days))
         }
     };
-    let start = date.and_hms_opt(0, 0, 0).ok_or_else(|| AppError::Usage("invalid date".into()))?;
-    let end = start + chrono::Duration::days(1);
-    let rs = connect_pg(
-        "Redshift connect",
-        pg_options(&settings.redshift, true, settings.statement_timeout),
-        settings.connect_timeout,
-        &settings.retry,
-    )
-    .await
-    .map_err(|source| AppError::Connect { what: "Redshift", source })?;
-    let envisionware: i64 = with_timeout(
-        settings.statement_timeout,
-        sqlx::query_scalar("SELECT COUNT(*) FROM strad_bci WHERE pcrDateTime >= ? AND pcrDateTime < ?")
-            .bind(start)
-            .bind(end)
-            .fetch_one(&ew),
-    )
-    .await
-    .map_err(|e| AppError::Tool(format!("Envisionware: {e}")))?;
-    // The table name derives from REDSHIFT_DB_NAME, which the configuration restricts to
-    // letters, digits and `_`.
-    let table = pc_reserve_table(&settings.redshift_patron_table);
-    let sql = format!(
-        "SELECT COUNT(*), COUNT(DISTINCT key) FROM {table} WHERE CAST(transaction_et AS DATE) = CAST($1 AS DATE)"
-    );
-    let (rows, keys): (i64, i64) = with_timeout(
-        settings.statement_timeout,
-        // Unnamed, as every Redshift statement (see `db::pg_options`).
-        sqlx::query_as(&sql).persistent(false).bind(date.format("%Y-%m-%d").to_string()).fetch_one(&rs),
-    )
-    .await
-    .map_err(|e| AppError::Tool(format!("Redshift: {table}: {e}")))?;
-    let report = Reconciliation {
-        date,
-        envisionware: u64::try_from(envisionware).unwrap_or(0),
-        warehouse_rows: u64::try_from(rows).unwrap_or(0),
-        warehouse_keys: u64::try_from(keys).unwrap_or(0),
-        table,
-    };
+    let warehouse = app::connect_redshift(&settings).await?;
+    let envisionware = source.count_on(date).await.map_err(ew_error)?;
+    let table = warehouse.pc_reserve_table();
+    let (rows, keys) =
+        warehouse.count_sent_on(date).await.map_err(|e| AppError::Tool(format!("Redshift: {table}: {e}")))?;
+    let report = Reconciliation { date, envisionware, warehouse_rows: rows, warehouse_keys: keys, table };
     match format {
         OutputFormat::Text => println!("{report}"),
         OutputFormat::Json => println!("{}", report.to_json(tolerance)),

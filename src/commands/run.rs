@@ -11,7 +11,6 @@ use crate::app::{self, AppError};
 use crate::aws::AwsSettings;
 use crate::cli::{ConfigArgs, RunArgs};
 use crate::config::Settings;
-use crate::db::connect_mysql;
 use crate::domain::Cursor;
 use crate::dry_run::{DryRunFormat, FileSink};
 use crate::metrics;
@@ -169,28 +168,23 @@ async fn start_cursor(
     if settings.ignore_cache {
         return Ok(Some(settings.start_cursor.unwrap_or_else(Cursor::default_start)));
     }
-    let store = S3CursorStore::new(
-        app::s3_client(sdk, aws),
-        settings.s3_bucket.clone(),
-        settings.s3_resource.clone(),
-    );
+    let store = app::cursor_store(settings, app::s3_client(sdk, aws));
     Ok(store.load().await?.or(settings.start_cursor))
 }
 
 /// Reservations after `cursor` (for the progress bar), `None` when unknown.
 async fn backlog(settings: &Settings, cursor: Cursor) -> Option<u64> {
-    let pool =
-        connect_mysql(&settings.envisionware, settings.connect_timeout, &RetryPolicy::none()).await.ok()?;
-    let n = super::count_after(&pool, cursor, None, settings.statement_timeout).await.ok();
-    pool.close().await;
+    let source = app::connect_envisionware(settings, &RetryPolicy::none()).await.ok()?;
+    let n = source.count_after(cursor, None).await.ok();
+    source.close().await;
     n
 }
 
 /// How far `cursor` is behind Envisionware's newest reservation.
 async fn cursor_lag(settings: &Settings, cursor: Cursor) -> Option<Duration> {
-    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &settings.retry).await.ok()?;
-    let newest = super::newest(&pool, settings.statement_timeout).await;
-    pool.close().await;
+    let source = app::connect_envisionware(settings, &settings.retry).await.ok()?;
+    let newest = source.newest().await;
+    source.close().await;
     match newest {
         Ok(n) => super::lag(cursor, n),
         Err(e) => {
@@ -215,7 +209,7 @@ pub async fn dry_run(
         .ok_or_else(|| RunError::NoCursor(format!("{}/{}", settings.s3_bucket, settings.s3_resource)))?;
     let connected = app::connect(settings).await?;
     let encoder = connected.encoder.clone();
-    let sink = FileSink::create(&encoder, format, output).map_err(RunError::Sink)?;
+    let sink = FileSink::create(&encoder, format, output)?;
     let pseudonymizer = app::pseudonymizer(settings)?;
     let mut stages = Stages {
         source: connected.envisionware,
@@ -229,7 +223,7 @@ pub async fn dry_run(
     let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
     let result = crate::pipeline::run(&mut stages, &options).await;
     if let Some(sender) = &stages.sender {
-        sender.inner().finish().map_err(RunError::Sink)?;
+        sender.inner().finish()?;
     }
     let summary = result?;
     tracing::info!(

@@ -10,6 +10,7 @@
 //! that the required ones exist; [`RawConfig::resolve`] decrypts and validates them.
 
 pub mod kms;
+pub mod variables;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::Cursor;
 use crate::pseudonym::{Kernel, Salt};
 use crate::retry::RetryPolicy;
+use variables::{Kind, Requirement, Secrecy, Variable};
 
 /// A configuration problem. Every message names the variable, never its value.
 #[derive(Debug, thiserror::Error)]
@@ -259,93 +261,6 @@ impl Settings {
     }
 }
 
-/// Variables every run needs.
-const REQUIRED: [&str; 21] = [
-    "AWS_REGION",
-    "ENVISIONWARE_DB_HOST",
-    "ENVISIONWARE_DB_PORT",
-    "ENVISIONWARE_DB_NAME",
-    "ENVISIONWARE_DB_USER",
-    "ENVISIONWARE_DB_PASSWORD",
-    "SIERRA_DB_HOST",
-    "SIERRA_DB_PORT",
-    "SIERRA_DB_NAME",
-    "SIERRA_DB_USER",
-    "SIERRA_DB_PASSWORD",
-    "REDSHIFT_DB_HOST",
-    "REDSHIFT_DB_NAME",
-    "REDSHIFT_DB_USER",
-    "REDSHIFT_DB_PASSWORD",
-    "KINESIS_STREAM_ARN",
-    "KINESIS_BATCH_SIZE",
-    "ENVISIONWARE_BATCH_SIZE",
-    "BCRYPT_SALT",
-    "PC_RESERVE_SCHEMA_URL",
-    "S3_BUCKET",
-];
-
-/// Variables required unless the cache is ignored.
-const REQUIRED_FOR_CACHE: [&str; 2] = ["S3_BUCKET", "S3_RESOURCE"];
-
-/// Every variable this program reads (anything else in the file is reported at debug).
-pub const KNOWN: [&str; 55] = [
-    "AWS_REGION",
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "ENVISIONWARE_DB_HOST",
-    "ENVISIONWARE_DB_PORT",
-    "ENVISIONWARE_DB_NAME",
-    "ENVISIONWARE_DB_USER",
-    "ENVISIONWARE_DB_PASSWORD",
-    "ENVISIONWARE_DB_SSLMODE",
-    "ENVISIONWARE_DB_SSLROOTCERT",
-    "SIERRA_DB_HOST",
-    "SIERRA_DB_PORT",
-    "SIERRA_DB_NAME",
-    "SIERRA_DB_USER",
-    "SIERRA_DB_PASSWORD",
-    "SIERRA_DB_SSLMODE",
-    "SIERRA_DB_SSLROOTCERT",
-    "REDSHIFT_DB_HOST",
-    "REDSHIFT_DB_PORT",
-    "REDSHIFT_DB_NAME",
-    "REDSHIFT_DB_USER",
-    "REDSHIFT_DB_PASSWORD",
-    "REDSHIFT_DB_SSLMODE",
-    "REDSHIFT_DB_SSLROOTCERT",
-    "KINESIS_STREAM_ARN",
-    "KINESIS_BATCH_SIZE",
-    "KINESIS_MAX_RECORDS_PER_SECOND",
-    "ENVISIONWARE_BATCH_SIZE",
-    "BCRYPT_SALT",
-    "S3_BUCKET",
-    "S3_RESOURCE",
-    "PC_RESERVE_SCHEMA_URL",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "MAX_BATCHES",
-    "IGNORE_CACHE",
-    "IGNORE_KINESIS",
-    "PCR_DATE_TIME",
-    "PCR_KEY",
-    "PSEUDONYM_THREADS",
-    "PSEUDONYM_KERNEL",
-    "RETRY_ATTEMPTS",
-    "RETRY_BASE_DELAY_MS",
-    "DB_CONNECT_TIMEOUT_SECONDS",
-    "DB_STATEMENT_TIMEOUT_SECONDS",
-    "SCHEMA_TIMEOUT_SECONDS",
-    "LEASE_RESOURCE",
-    "LEASE_TTL_SECONDS",
-    "SETTLE_DELAY_SECONDS",
-    "CURSOR_MAX_AGE_HOURS",
-    "ENVISIONWARE_RETENTION_HOURS",
-    "STOP_TIMEOUT_SECONDS",
-];
-
 /// Where a variable's text came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -407,7 +322,11 @@ impl RawConfig {
             plain.insert(k, (v, Origin::Plaintext));
         }
         let mut encrypted = file.encrypted;
-        for name in KNOWN.iter().copied().chain(encrypted.keys().map(String::as_str).collect::<Vec<_>>()) {
+        for name in variables::VARIABLES
+            .iter()
+            .map(|v| v.name)
+            .chain(encrypted.keys().map(String::as_str).collect::<Vec<_>>())
+        {
             if let Some(v) = env(name) {
                 plain.insert(name.to_string(), (v, Origin::Environment));
             }
@@ -438,7 +357,8 @@ impl RawConfig {
 
     /// Whether `IGNORE_CACHE` is on (false when unset or invalid; validation reports it).
     fn ignores_cache(&self) -> bool {
-        self.plain("IGNORE_CACHE").and_then(|v| parse_bool("IGNORE_CACHE", v).ok()).unwrap_or(false)
+        let name = variables::IGNORE_CACHE.name;
+        self.plain(name).and_then(|v| parse_bool(name, v).ok()).unwrap_or(false)
     }
 
     /// Names of encrypted variables that will be decrypted.
@@ -463,18 +383,16 @@ impl RawConfig {
     /// Checks that every required variable is set somewhere, before any network call.
     pub fn check_required(&self) -> Result<(), ConfigError> {
         let ignore_cache = self.ignores_cache();
-        let missing: Vec<&'static str> = REQUIRED
+        let missing: Vec<&'static str> = variables::VARIABLES
             .iter()
-            .chain(REQUIRED_FOR_CACHE.iter())
-            .copied()
-            .filter(|n| !(ignore_cache && REQUIRED_FOR_CACHE.contains(n)))
+            .filter(|v| match v.required {
+                Requirement::Always => true,
+                Requirement::UnlessCacheIgnored => !ignore_cache,
+                Requirement::Optional => false,
+            })
+            .map(|v| v.name)
             .filter(|n| !self.is_set(n))
-            .fold(Vec::new(), |mut acc, n| {
-                if !acc.contains(&n) {
-                    acc.push(n);
-                }
-                acc
-            });
+            .collect();
         if missing.is_empty() { Ok(()) } else { Err(ConfigError::Missing(missing)) }
     }
 
@@ -492,15 +410,8 @@ impl RawConfig {
             }
             values.insert(name, text);
         }
-        for name in [
-            "ENVISIONWARE_DB_PASSWORD",
-            "SIERRA_DB_PASSWORD",
-            "REDSHIFT_DB_PASSWORD",
-            "BCRYPT_SALT",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ] {
-            if let Some(v) = values.get(name).filter(|v| !v.is_empty()) {
+        for var in variables::VARIABLES.iter().filter(|v| v.secrecy == Secrecy::Secret) {
+            if let Some(v) = values.get(var.name).filter(|v| !v.is_empty()) {
                 secrets.push(SecretString::from(v.clone()));
             }
         }
@@ -544,62 +455,88 @@ impl Drop for WipedOnDrop {
 
 /// Variables whose values are not secrets even when the file encrypts them.
 fn is_public_variable(name: &str) -> bool {
-    matches!(name, "KINESIS_STREAM_ARN" | "AWS_REGION")
+    variables::find(name).is_some_and(|v| v.secrecy == Secrecy::Public)
 }
 
+/// The gathered texts, read through the variables' descriptions in [`variables`].
 struct Vars<'a>(&'a BTreeMap<String, String>);
 
 impl Vars<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    fn get(&self, var: &Variable) -> Option<&str> {
+        self.0.get(var.name).map(String::as_str)
     }
 
-    fn required(&self, name: &str) -> Result<&str, ConfigError> {
-        match self.get(name).map(str::trim) {
+    fn required(&self, var: &Variable) -> Result<&str, ConfigError> {
+        match self.get(var).map(str::trim) {
             Some(v) if !v.is_empty() => Ok(v),
-            Some(_) => Err(invalid(name, "is empty")),
-            None => Err(invalid(name, "is not set")),
+            Some(_) => Err(invalid(var.name, "is empty")),
+            None => Err(invalid(var.name, "is not set")),
         }
     }
 
-    fn optional(&self, name: &str) -> Option<&str> {
-        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    /// The value when set and not empty; never the default.
+    fn optional(&self, var: &Variable) -> Option<&str> {
+        self.get(var).map(str::trim).filter(|v| !v.is_empty())
     }
 
-    fn number<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, ConfigError> {
-        match (self.optional(name), default) {
-            (Some(v), _) => v.parse().map_err(|_| invalid(name, "must be a whole number")),
-            (None, Some(d)) => Ok(d),
-            (None, None) => self.required(name).map(|_| unreachable!("required() fails for an empty value")),
+    /// The value when set and not empty, else the variable's default.
+    fn or_default(&self, var: &Variable) -> Option<&str> {
+        self.optional(var).or(var.default)
+    }
+
+    fn number<T: std::str::FromStr>(&self, var: &Variable) -> Result<T, ConfigError> {
+        debug_assert!(
+            matches!(var.kind, Kind::Number | Kind::Port | Kind::Seconds | Kind::Hours | Kind::Milliseconds),
+            "{} is not a number",
+            var.name
+        );
+        match self.or_default(var) {
+            Some(v) => v.parse().map_err(|_| invalid(var.name, "must be a whole number")),
+            None => self.required(var).map(|_| unreachable!("required() fails for an empty value")),
         }
     }
 
-    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
-        self.optional(name).map_or(Ok(false), |v| parse_bool(name, v))
+    fn boolean(&self, var: &Variable) -> Result<bool, ConfigError> {
+        debug_assert_eq!(var.kind, Kind::Boolean, "{} is not a boolean", var.name);
+        self.or_default(var).map_or(Ok(false), |v| parse_bool(var.name, v))
     }
 
-    fn db(
-        &self,
-        prefix: &str,
-        default_port: Option<u16>,
-        default_ssl: SslMode,
-    ) -> Result<DbSettings, ConfigError> {
-        let var = |s: &str| format!("{prefix}_DB_{s}");
-        let port: u16 = self.number(&var("PORT"), default_port)?;
+    /// Whole seconds; zero is refused when `at_least_one`.
+    fn seconds(&self, var: &Variable, at_least_one: bool) -> Result<Duration, ConfigError> {
+        debug_assert_eq!(var.kind, Kind::Seconds, "{} is not in seconds", var.name);
+        let s: u64 = self.number(var)?;
+        if at_least_one && s == 0 {
+            return Err(invalid(var.name, "must be at least 1 second"));
+        }
+        Ok(Duration::from_secs(s))
+    }
+
+    /// Whole hours; zero is refused when `at_least_one`.
+    fn hours(&self, var: &Variable, at_least_one: bool) -> Result<Duration, ConfigError> {
+        debug_assert_eq!(var.kind, Kind::Hours, "{} is not in hours", var.name);
+        let h: u64 = self.number(var)?;
+        if at_least_one && h == 0 {
+            return Err(invalid(var.name, "must be at least 1 hour"));
+        }
+        Ok(Duration::from_secs(h.saturating_mul(3600)))
+    }
+
+    fn db(&self, db: &variables::Database) -> Result<DbSettings, ConfigError> {
+        let port: u16 = self.number(&db.port)?;
         if port == 0 {
-            return Err(invalid(&var("PORT"), "must be a port number 1..65535"));
+            return Err(invalid(db.port.name, "must be a port number 1..65535"));
         }
         Ok(DbSettings {
-            host: self.required(&var("HOST"))?.to_string(),
+            host: self.required(&db.host)?.to_string(),
             port,
-            database: self.required(&var("NAME"))?.to_string(),
-            user: self.required(&var("USER"))?.to_string(),
-            password: SecretString::from(self.get(&var("PASSWORD")).unwrap_or_default().to_string()),
-            ssl_mode: match self.optional(&var("SSLMODE")) {
-                Some(v) => SslMode::parse(&var("SSLMODE"), v)?,
-                None => default_ssl,
+            database: self.required(&db.name)?.to_string(),
+            user: self.required(&db.user)?.to_string(),
+            password: SecretString::from(self.get(&db.password).unwrap_or_default().to_string()),
+            ssl_mode: match self.or_default(&db.ssl_mode) {
+                Some(v) => SslMode::parse(db.ssl_mode.name, v)?,
+                None => SslMode::Prefer,
             },
-            ssl_root_cert: self.optional(&var("SSLROOTCERT")).map(PathBuf::from),
+            ssl_root_cert: self.optional(&db.ssl_root_cert).map(PathBuf::from),
         })
     }
 }
@@ -615,19 +552,27 @@ pub fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
 }
 
 fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, ConfigError> {
-    let ignore_cache = v.boolean("IGNORE_CACHE")?;
-    let kinesis_batch_size: usize = v.number("KINESIS_BATCH_SIZE", None)?;
+    use variables as var;
+    let ignore_cache = v.boolean(&var::IGNORE_CACHE)?;
+    let kinesis_batch_size: usize = v.number(&var::KINESIS_BATCH_SIZE)?;
     if !(1..=500).contains(&kinesis_batch_size) {
-        return Err(invalid("KINESIS_BATCH_SIZE", "must be between 1 and 500 (the PutRecords limit)"));
+        return Err(invalid(
+            var::KINESIS_BATCH_SIZE.name,
+            "must be between 1 and 500 (the PutRecords limit)",
+        ));
     }
-    let envisionware_batch_size: usize = v.number("ENVISIONWARE_BATCH_SIZE", None)?;
+    let envisionware_batch_size: usize = v.number(&var::ENVISIONWARE_BATCH_SIZE)?;
     if envisionware_batch_size == 0 {
-        return Err(invalid("ENVISIONWARE_BATCH_SIZE", "must be at least 1"));
+        return Err(invalid(var::ENVISIONWARE_BATCH_SIZE.name, "must be at least 1"));
     }
-    let salt = Salt::parse(v.required("BCRYPT_SALT")?).map_err(|e| invalid("BCRYPT_SALT", e.to_string()))?;
-    let redshift_name = v.required("REDSHIFT_DB_NAME")?;
+    let salt = Salt::parse(v.required(&var::BCRYPT_SALT)?)
+        .map_err(|e| invalid(var::BCRYPT_SALT.name, e.to_string()))?;
+    let redshift_name = v.required(&var::REDSHIFT_DB_NAME)?;
     if !redshift_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(invalid("REDSHIFT_DB_NAME", "may hold only letters, digits and _ (it names a table)"));
+        return Err(invalid(
+            var::REDSHIFT_DB_NAME.name,
+            "may hold only letters, digits and _ (it names a table)",
+        ));
     }
     let redshift_patron_table = if redshift_name == "production" {
         "patron_info".to_string()
@@ -636,78 +581,55 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
     };
     let (s3_bucket, s3_resource) = if ignore_cache {
         (
-            v.optional("S3_BUCKET").unwrap_or_default().to_string(),
-            v.optional("S3_RESOURCE").unwrap_or_default().to_string(),
+            v.optional(&var::S3_BUCKET).unwrap_or_default().to_string(),
+            v.optional(&var::S3_RESOURCE).unwrap_or_default().to_string(),
         )
     } else {
-        (v.required("S3_BUCKET")?.to_string(), v.required("S3_RESOURCE")?.to_string())
+        (v.required(&var::S3_BUCKET)?.to_string(), v.required(&var::S3_RESOURCE)?.to_string())
     };
-    let start_cursor = match (v.optional("PCR_DATE_TIME"), v.optional("PCR_KEY")) {
+    let start_cursor = match (v.optional(&var::PCR_DATE_TIME), v.optional(&var::PCR_KEY)) {
         (None, None) => None,
-        (dt, key) => {
-            let default = Cursor::default_start();
-            let date_time = match dt {
-                Some(t) => crate::domain::parse_naive_date_time(t).ok_or_else(|| {
-                    invalid("PCR_DATE_TIME", "must be a date-time like 2023-01-01 00:00:00")
-                })?,
-                None => default.date_time,
-            };
-            let key = match key {
-                Some(k) => k.parse().map_err(|_| invalid("PCR_KEY", "must be a whole number"))?,
-                None => default.key,
-            };
-            Some(Cursor { date_time, key })
+        _ => {
+            let date_time =
+                v.or_default(&var::PCR_DATE_TIME).and_then(crate::domain::parse_naive_date_time).ok_or_else(
+                    || invalid(var::PCR_DATE_TIME.name, "must be a date-time like 2023-01-01 00:00:00"),
+                )?;
+            Some(Cursor { date_time, key: v.number(&var::PCR_KEY)? })
         }
     };
-    let max_batches = match v.optional("MAX_BATCHES") {
+    let max_batches = match v.optional(&var::MAX_BATCHES) {
         None => None,
         Some(t) => match t.parse::<u64>() {
-            Ok(0) | Err(_) => return Err(invalid("MAX_BATCHES", "must be a whole number of at least 1")),
+            Ok(0) | Err(_) => {
+                return Err(invalid(var::MAX_BATCHES.name, "must be a whole number of at least 1"));
+            }
             Ok(n) => Some(n),
         },
     };
-    let log_level = match v.optional("LOG_LEVEL") {
-        None => LogLevel::Info,
-        Some(t) => LogLevel::parse(t)
-            .ok_or_else(|| invalid("LOG_LEVEL", "must be one of debug, info, warning, error, critical"))?,
-    };
-    let schema_url = v.required("PC_RESERVE_SCHEMA_URL")?;
+    let log_level = parse_log_level(v.optional(&var::LOG_LEVEL))?;
+    let schema_url = v.required(&var::PC_RESERVE_SCHEMA_URL)?;
     if !(schema_url.starts_with("http://") || schema_url.starts_with("https://")) {
-        return Err(invalid("PC_RESERVE_SCHEMA_URL", "must be an http:// or https:// URL"));
+        return Err(invalid(var::PC_RESERVE_SCHEMA_URL.name, "must be an http:// or https:// URL"));
     }
-    let attempts: u32 = v.number("RETRY_ATTEMPTS", Some(4))?;
+    let attempts: u32 = v.number(&var::RETRY_ATTEMPTS)?;
     if attempts == 0 {
-        return Err(invalid("RETRY_ATTEMPTS", "must be at least 1"));
+        return Err(invalid(var::RETRY_ATTEMPTS.name, "must be at least 1"));
     }
-    let base_delay_ms: u64 = v.number("RETRY_BASE_DELAY_MS", Some(200))?;
-    let seconds = |name: &str, default: u64| -> Result<Duration, ConfigError> {
-        let s: u64 = v.number(name, Some(default))?;
-        if s == 0 {
-            return Err(invalid(name, "must be at least 1 second"));
-        }
-        Ok(Duration::from_secs(s))
-    };
-    let hours = |name: &str, default: u64| -> Result<Duration, ConfigError> {
-        let h: u64 = v.number(name, Some(default))?;
-        if h == 0 {
-            return Err(invalid(name, "must be at least 1 hour"));
-        }
-        Ok(Duration::from_secs(h.saturating_mul(3600)))
-    };
-    let lease_resource = match v.optional("LEASE_RESOURCE") {
+    let base_delay_ms: u64 = v.number(&var::RETRY_BASE_DELAY_MS)?;
+    let lease_resource = match v.optional(&var::LEASE_RESOURCE) {
         Some(k) => k.to_string(),
         None if s3_resource.is_empty() => String::new(),
         None => format!("{s3_resource}.lease"),
     };
     Ok(Settings {
-        aws_region: v.required("AWS_REGION")?.to_string(),
-        envisionware: v.db("ENVISIONWARE", None, SslMode::Prefer)?,
-        sierra: v.db("SIERRA", None, SslMode::Prefer)?,
-        redshift: v.db("REDSHIFT", Some(5439), SslMode::VerifyFull)?,
+        aws_region: v.required(&var::AWS_REGION)?.to_string(),
+        envisionware: v.db(&var::ENVISIONWARE_DB)?,
+        sierra: v.db(&var::SIERRA_DB)?,
+        redshift: v.db(&var::REDSHIFT_DB)?,
         redshift_patron_table,
-        kinesis_stream_arn: v.required("KINESIS_STREAM_ARN")?.to_string(),
+        kinesis_stream_arn: v.required(&var::KINESIS_STREAM_ARN)?.to_string(),
         kinesis_batch_size,
-        kinesis_records_per_second: v.number("KINESIS_MAX_RECORDS_PER_SECOND", Some(1000))?,
+        kinesis_records_per_second: v.number(&var::KINESIS_MAX_RECORDS_PER_SECOND)?,
         envisionware_batch_size,
         salt,
         s3_bucket,
@@ -716,13 +638,13 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         log_level,
         max_batches,
         ignore_cache,
-        ignore_kinesis: v.boolean("IGNORE_KINESIS")?,
+        ignore_kinesis: v.boolean(&var::IGNORE_KINESIS)?,
         start_cursor,
-        pseudonym_threads: v.number("PSEUDONYM_THREADS", Some(0))?,
-        pseudonym_kernel: match v.optional("PSEUDONYM_KERNEL") {
+        pseudonym_threads: v.number(&var::PSEUDONYM_THREADS)?,
+        pseudonym_kernel: match v.optional(&var::PSEUDONYM_KERNEL) {
             None => Kernel::DEFAULT,
             Some(k) => Kernel::parse(k).ok_or_else(|| {
-                invalid("PSEUDONYM_KERNEL", "must be crate, lanes1, lanes2, lanes3 or lanes4")
+                invalid(var::PSEUDONYM_KERNEL.name, "must be crate, lanes1, lanes2, lanes3 or lanes4")
             })?,
         },
         retry: RetryPolicy {
@@ -730,19 +652,37 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
             base_delay: Duration::from_millis(base_delay_ms),
             max_delay: Duration::from_secs(20),
         },
-        connect_timeout: seconds("DB_CONNECT_TIMEOUT_SECONDS", 30)?,
-        statement_timeout: seconds("DB_STATEMENT_TIMEOUT_SECONDS", 300)?,
-        schema_timeout: seconds("SCHEMA_TIMEOUT_SECONDS", 10)?,
+        connect_timeout: v.seconds(&var::DB_CONNECT_TIMEOUT_SECONDS, true)?,
+        statement_timeout: v.seconds(&var::DB_STATEMENT_TIMEOUT_SECONDS, true)?,
+        schema_timeout: v.seconds(&var::SCHEMA_TIMEOUT_SECONDS, true)?,
         lease_resource,
-        lease_ttl: seconds("LEASE_TTL_SECONDS", 120)?,
-        settle_delay: Duration::from_secs(v.number("SETTLE_DELAY_SECONDS", Some(0))?),
-        cursor_max_age: Duration::from_secs(
-            v.number::<u64>("CURSOR_MAX_AGE_HOURS", Some(24))?.saturating_mul(3600),
-        ),
-        envisionware_retention: hours("ENVISIONWARE_RETENTION_HOURS", 48)?,
-        stop_timeout: seconds("STOP_TIMEOUT_SECONDS", 20)?,
+        lease_ttl: v.seconds(&var::LEASE_TTL_SECONDS, true)?,
+        settle_delay: v.seconds(&var::SETTLE_DELAY_SECONDS, false)?,
+        cursor_max_age: v.hours(&var::CURSOR_MAX_AGE_HOURS, false)?,
+        envisionware_retention: v.hours(&var::ENVISIONWARE_RETENTION_HOURS, true)?,
+        stop_timeout: v.seconds(&var::STOP_TIMEOUT_SECONDS, true)?,
         secrets,
     })
+}
+
+/// `LOG_LEVEL`'s text (unset or empty: the default), as a level.
+pub fn parse_log_level(text: Option<&str>) -> Result<LogLevel, ConfigError> {
+    let text =
+        text.map(str::trim).filter(|t| !t.is_empty()).or(variables::LOG_LEVEL.default).unwrap_or("info");
+    LogLevel::parse(text).ok_or_else(|| {
+        invalid(variables::LOG_LEVEL.name, "must be one of debug, info, warning, error, critical")
+    })
+}
+
+/// `LOG_FORMAT`'s text (unset or empty: the default): whether log lines are JSON.
+pub fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, ConfigError> {
+    let text =
+        text.map(str::trim).filter(|t| !t.is_empty()).or(variables::LOG_FORMAT.default).unwrap_or("text");
+    match text.to_ascii_lowercase().as_str() {
+        "text" => Ok(false),
+        "json" => Ok(true),
+        _ => Err(invalid(variables::LOG_FORMAT.name, "must be text or json")),
+    }
 }
 
 #[cfg(test)]
@@ -1041,8 +981,72 @@ mod tests {
         let documented = documented_variables();
         assert!(documented.len() >= 40, "the README table was not parsed: {documented:?}");
         for (name, _) in &documented {
-            assert!(KNOWN.contains(&name.as_str()), "{name} is documented but not read from the environment");
+            assert!(
+                variables::find(name).is_some(),
+                "{name} is documented but not read from the environment"
+            );
         }
+    }
+
+    /// The notes cell of the README table's row that documents `name`.
+    fn documented_notes(name: &str) -> Option<String> {
+        let readme = include_str!("../../README.md");
+        let table = readme.split("| variable | required | notes |").nth(1)?.split("\n\n").next()?;
+        table.lines().filter(|l| l.starts_with("| `")).find_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let names: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
+            let stem = names[0].rsplit_once('_').map_or("", |(stem, _)| stem);
+            let documents = |n: &&str| {
+                *n == name
+                    || n.strip_prefix('*').is_some_and(|rest| name.ends_with(rest))
+                    || (n.starts_with('_') && format!("{stem}{n}") == name)
+            };
+            names.iter().any(documents).then(|| cells[3].to_string())
+        })
+    }
+
+    #[test]
+    fn the_readme_table_and_the_variable_table_agree() {
+        let documented = documented_variables();
+        let described: Vec<(String, bool)> = variables::VARIABLES
+            .iter()
+            .map(|v| (v.name.to_string(), v.required != Requirement::Optional))
+            .collect();
+        assert_eq!(
+            documented, described,
+            "the README's configuration table (left) and src/config/variables.rs (right) disagree \
+             on the names, their order or whether they are required"
+        );
+        for v in variables::VARIABLES.iter().filter(|v| v.kind != Kind::Boolean) {
+            if let Some(default) = v.default {
+                let notes = documented_notes(v.name).unwrap_or_default();
+                assert!(
+                    notes.contains(default),
+                    "{}: the README's notes do not give the default {default}: {notes}",
+                    v.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_described_variables_are_required_and_secret() {
+        let nothing = RawConfig::from_parts(yaml::ConfigFile::default(), &|_| None, &BTreeMap::new());
+        match nothing.check_required() {
+            Err(ConfigError::Missing(names)) => {
+                assert_eq!(names.len(), 22, "{names:?}");
+                assert_eq!(names[..2], ["AWS_REGION", "ENVISIONWARE_DB_HOST"], "{names:?}");
+                assert_eq!(names[19..], ["PC_RESERVE_SCHEMA_URL", "S3_BUCKET", "S3_RESOURCE"], "{names:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = settings_with(&[]).unwrap();
+        let mut secrets: Vec<&str> = s.secret_values().collect();
+        secrets.sort_unstable();
+        assert_eq!(
+            secrets,
+            ["$2b$04$abcdefghijklmnopqrstuu", "ew-password", "rs-password", "sierra-password"]
+        );
     }
 
     #[test]

@@ -9,12 +9,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::NaiveDate;
+
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{Geo, GeoDirectory, GeoRow, geo_by_patron};
 use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::retry::{RetryPolicy, retry};
+
+/// The warehouse table: `pc_reserve` for production, else `pc_reserve_<REDSHIFT_DB_NAME>`.
+pub fn pc_reserve_table(patron_table: &str) -> String {
+    patron_table.replacen("patron_info", "pc_reserve", 1)
+}
 
 /// Parameters per Redshift query.
 const CHUNK: usize = 500;
@@ -36,6 +43,32 @@ impl Redshift {
     /// configuration (it cannot be a bound parameter).
     pub fn new(pool: PgPool, table: String, statement_timeout: Duration, retry: RetryPolicy) -> Self {
         Self { pool, table, statement_timeout, retry }
+    }
+
+    /// The warehouse table the sent records land in, beside the patron table.
+    pub fn pc_reserve_table(&self) -> String {
+        pc_reserve_table(&self.table)
+    }
+
+    /// The warehouse's rows for `date` (`transaction_et`) in [`Self::pc_reserve_table`],
+    /// and the distinct `key`s among them. Not retried: `reconcile` asks once.
+    pub async fn count_sent_on(&self, date: NaiveDate) -> Result<(u64, u64), DbError> {
+        // The table name derives from REDSHIFT_DB_NAME, which the configuration restricts
+        // to letters, digits and `_`.
+        let sql = format!(
+            "SELECT COUNT(*), COUNT(DISTINCT key) FROM {} WHERE CAST(transaction_et AS DATE) = CAST($1 AS DATE)",
+            self.pc_reserve_table()
+        );
+        let (rows, keys): (i64, i64) = with_timeout(
+            self.statement_timeout,
+            // Unnamed, as every Redshift statement (see `db::pg_options`).
+            sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(date.format("%Y-%m-%d").to_string())
+                .fetch_one(&self.pool),
+        )
+        .await?;
+        Ok((u64::try_from(rows).unwrap_or(0), u64::try_from(keys).unwrap_or(0)))
     }
 
     fn query_text(&self, n: usize) -> String {

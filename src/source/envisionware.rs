@@ -11,29 +11,58 @@ use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::domain::{Cursor, Reservation};
 use crate::retry::{RetryPolicy, retry};
 
-/// Rows strictly after `(dt, key)` in `(pcrDateTime, pcrKey)` order. The first condition
-/// lets the server use an index on `(pcrDateTime, pcrKey)`; rows with a NULL
-/// `pcrDateTime` have no place in that order and are never selected.
-const READ_AFTER: &str = "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, \
-     CAST(pcrMinutesUsed AS SIGNED) AS minutes, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 \
-     FROM strad_bci \
-     WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?) \
-     ORDER BY pcrDateTime, pcrKey \
-     LIMIT ?";
+/// The keyset condition, written once: rows strictly after `(dt, key)` in
+/// `(pcrDateTime, pcrKey)` order, binding `dt`, `dt`, `key`. The first condition lets the
+/// server use an index on `(pcrDateTime, pcrKey)`; rows with a NULL `pcrDateTime` have no
+/// place in that order and are never selected.
+macro_rules! after_cursor {
+    () => {
+        "pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?)"
+    };
+}
+
+/// The columns a run reads, as [`Envisionware::read_after`] decodes them.
+macro_rules! reservation_columns {
+    () => {
+        "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, \
+         CAST(pcrMinutesUsed AS SIGNED) AS minutes, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 \
+         FROM strad_bci "
+    };
+}
+
+/// The next rows after the cursor, in cursor order.
+const READ_AFTER: &str =
+    concat!(reservation_columns!(), "WHERE ", after_cursor!(), " ORDER BY pcrDateTime, pcrKey LIMIT ?");
 
 /// [`READ_AFTER`] restricted to rows at least `?` seconds older than the database's own
 /// `NOW()` (`SETTLE_DELAY_SECONDS`): a row stamped with a time but committed later, or
 /// written during November's repeated hour, is still ahead of the cursor when it appears.
-const READ_AFTER_SETTLED: &str = "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, \
-     CAST(pcrMinutesUsed AS SIGNED) AS minutes, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 \
-     FROM strad_bci \
-     WHERE pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?) \
-     AND pcrDateTime <= NOW() - INTERVAL ? SECOND \
-     ORDER BY pcrDateTime, pcrKey \
-     LIMIT ?";
+const READ_AFTER_SETTLED: &str = concat!(
+    reservation_columns!(),
+    "WHERE ",
+    after_cursor!(),
+    " AND pcrDateTime <= NOW() - INTERVAL ? SECOND ORDER BY pcrDateTime, pcrKey LIMIT ?"
+);
 
 /// The oldest row and the database's clock, for the retention watchdog.
 const RETENTION: &str = "SELECT MIN(pcrDateTime) AS oldest, NOW() AS db_now FROM strad_bci";
+
+/// How many rows a run from the cursor would read.
+const COUNT_AFTER: &str = concat!("SELECT COUNT(*) FROM strad_bci WHERE ", after_cursor!());
+
+/// [`COUNT_AFTER`], before a time.
+const COUNT_AFTER_BEFORE: &str =
+    concat!("SELECT COUNT(*) FROM strad_bci WHERE ", after_cursor!(), " AND pcrDateTime < ?");
+
+/// The newest reservation's time.
+const NEWEST: &str = "SELECT MAX(pcrDateTime) FROM strad_bci";
+
+/// Reservations in `[start, end)`.
+const COUNT_BETWEEN: &str = "SELECT COUNT(*) FROM strad_bci WHERE pcrDateTime >= ? AND pcrDateTime < ?";
+
+/// The database's own date (the clock reservations are stamped in: the session keeps the
+/// server's time zone, see `db::mysql_options`).
+const TODAY: &str = "SELECT CURDATE()";
 
 /// The Envisionware reader.
 #[derive(Debug, Clone)]
@@ -90,9 +119,43 @@ impl Envisionware {
         Ok(())
     }
 
-    /// The pool, for tools that run their own queries.
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
+    /// Counts the reservations strictly after `after` in cursor order, and before `until`
+    /// when given (the rows a run from `after` would read). Not retried: the tools ask once.
+    pub async fn count_after(&self, after: Cursor, until: Option<NaiveDateTime>) -> Result<u64, DbError> {
+        let query = sqlx::query_scalar(if until.is_some() { COUNT_AFTER_BEFORE } else { COUNT_AFTER })
+            .bind(after.date_time)
+            .bind(after.date_time)
+            .bind(after.key);
+        let query = match until {
+            Some(until) => query.bind(until),
+            None => query,
+        };
+        let n: i64 = with_timeout(self.statement_timeout, query.fetch_one(&self.pool)).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The newest `pcrDateTime`, if any.
+    pub async fn newest(&self) -> Result<Option<NaiveDateTime>, DbError> {
+        with_timeout(self.statement_timeout, sqlx::query_scalar(NEWEST).fetch_one(&self.pool)).await
+    }
+
+    /// Reservations whose `pcrDateTime` falls on `date`.
+    pub async fn count_on(&self, date: NaiveDate) -> Result<u64, DbError> {
+        let start = date.and_time(chrono::NaiveTime::MIN);
+        let end = start + chrono::Duration::days(1);
+        let query = sqlx::query_scalar(COUNT_BETWEEN).bind(start).bind(end);
+        let n: i64 = with_timeout(self.statement_timeout, query.fetch_one(&self.pool)).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Envisionware's own date today.
+    pub async fn today(&self) -> Result<NaiveDate, DbError> {
+        with_timeout(self.statement_timeout, sqlx::query_scalar(TODAY).fetch_one(&self.pool)).await
+    }
+
+    /// Closes the pool (tools that open a reader for one question).
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 }
 
@@ -154,5 +217,30 @@ impl ReservationSource for Envisionware {
         let settle = chrono::TimeDelta::from_std(self.settle_delay).unwrap_or(chrono::TimeDelta::MAX);
         let readable_through = now.checked_sub_signed(settle).unwrap_or(NaiveDateTime::MIN);
         Ok(Some(Retention { oldest, now, readable_through }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements as Envisionware receives them: built from one keyset condition, the
+    /// same text as when each was written out in full.
+    #[test]
+    fn the_statements_share_one_keyset_condition() {
+        let columns = "SELECT CAST(pcrKey AS SIGNED) AS pcr_key, pcrUserID, CAST(pcrMinutesUsed AS SIGNED) AS minutes, pcrDateTime, pcrBranch, pcrArea, pcrUserData1 FROM strad_bci";
+        let keyset = "pcrDateTime >= ? AND (pcrDateTime > ? OR pcrKey > ?)";
+        assert_eq!(READ_AFTER, format!("{columns} WHERE {keyset} ORDER BY pcrDateTime, pcrKey LIMIT ?"));
+        assert_eq!(
+            READ_AFTER_SETTLED,
+            format!(
+                "{columns} WHERE {keyset} AND pcrDateTime <= NOW() - INTERVAL ? SECOND ORDER BY pcrDateTime, pcrKey LIMIT ?"
+            )
+        );
+        assert_eq!(COUNT_AFTER, format!("SELECT COUNT(*) FROM strad_bci WHERE {keyset}"));
+        assert_eq!(
+            COUNT_AFTER_BEFORE,
+            format!("SELECT COUNT(*) FROM strad_bci WHERE {keyset} AND pcrDateTime < ?")
+        );
     }
 }
