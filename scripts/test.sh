@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
-# checks the supply chain (cargo deny), runs the unit and integration tests (the TLS tests
+# checks the supply chain (cargo deny), checks that every test the guarantee table of
+# docs/testing.md names exists, runs the unit and integration tests of every workspace
+# member (the TLS tests
 # start their own PostgreSQL with TLS, scripts/tls-postgres.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
 # independent oracle (scripts/verify_demo.py).
@@ -26,20 +28,25 @@ scripts/local-stack.sh up
 if [ "${PCR_SKIP_LINT:-0}" != 1 ]; then
   step "cargo fmt --check"
   cargo fmt --all -- --check
-  step "cargo clippy"
-  cargo clippy --all-targets --locked -- -D warnings
+  step "cargo clippy (every workspace member)"
+  timeout 1200 cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
 step "cargo deny: licences, bans, sources (offline)"
 scripts/cargo-deny.sh
 
-step "cargo test (unit + integration against the local stack)"
-cargo test --locked --all-targets
+step "docs/testing.md: every test the guarantee table names exists"
+python3 scripts/check_test_table.py
+
+# Each step is bounded: a regression that hangs fails the suite instead of hanging it
+# (the tests bound their own waits too; this is the backstop).
+step "cargo test (every workspace member: unit + integration against the local stack)"
+timeout 1800 cargo test --workspace --locked --all-targets
 
 step "fault suite, CI-sized (SIGKILL loop, cut database connections, Kinesis partial failures, two pollers; about 1 minute)"
-scripts/fault-suite.sh --quick
+timeout 900 scripts/fault-suite.sh --quick
 
 step "end-to-end demo run, checked by the independent oracle"
-PCR_DEMO_QUIET=1 scripts/demo.sh 3000
+PCR_DEMO_QUIET=1 timeout 900 scripts/demo.sh 3000
 
 echo "test.sh: all passed" >&2

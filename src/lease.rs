@@ -454,6 +454,10 @@ impl LeaseStore for MemoryLeaseStore {
 }
 
 #[cfg(test)]
+#[path = "lease_renewal_tests.rs"]
+mod renewal_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -723,6 +723,9 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
 }
 
 #[cfg(test)]
+mod documented_defaults_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

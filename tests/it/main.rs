@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod binary;
+mod guarantees;
+mod process;
 mod runs;
 mod safety;
 mod security;

@@ -26,7 +26,7 @@ struct TlsServer {
 /// Starts the TLS server (idempotent; quick when it already runs) and reads its address.
 fn tls_server() -> TlsServer {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tls-postgres.sh");
-    let out = Command::new(script).arg("up").output().expect("run scripts/tls-postgres.sh");
+    let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "tls-postgres.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
     let var = |name: &str| -> String {

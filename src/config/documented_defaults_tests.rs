@@ -1,0 +1,178 @@
+//! The README's configuration table, variable by variable: each default as the README
+//! states it (literals, not the code's constants), what a set value changes, the YAML
+//! 1.1 booleans, and an environment value that replaces an encrypted one without asking
+//! KMS.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+
+use super::tests::complete_plaintext;
+use super::*;
+use crate::pseudonym::Kernel;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+}
+
+fn with(changes: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let mut plaintext = complete_plaintext();
+    for (k, v) in changes {
+        plaintext.insert(k.to_string(), v.to_string());
+    }
+    let raw = RawConfig::from_parts(
+        yaml::ConfigFile { plaintext, encrypted: BTreeMap::new() },
+        &|_| None,
+        &BTreeMap::new(),
+    );
+    block_on(raw.resolve(&kms::NoDecrypter))
+}
+
+/// A decrypter that counts its calls and answers `from-kms`.
+#[derive(Default)]
+struct CountingKms {
+    calls: AtomicUsize,
+}
+
+impl kms::Decrypter for CountingKms {
+    async fn decrypt(&self, _ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(b"from-kms".to_vec())
+    }
+}
+
+#[test]
+fn retry_and_timeout_variables_default_to_the_readme_values() {
+    let s = with(&[]).unwrap();
+    // README: "4 attempts, exponential backoff with full jitter from 200 ms".
+    assert_eq!(s.retry.attempts, 4);
+    assert_eq!(s.retry.base_delay, Duration::from_millis(200));
+    // README: DB_CONNECT_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS, SCHEMA_TIMEOUT_SECONDS: 30, 300, 10.
+    assert_eq!(s.connect_timeout, Duration::from_secs(30));
+    assert_eq!(s.statement_timeout, Duration::from_secs(300));
+    assert_eq!(s.schema_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn retry_and_timeout_variables_take_the_values_set() {
+    let s = with(&[
+        ("RETRY_ATTEMPTS", "7"),
+        ("RETRY_BASE_DELAY_MS", "35"),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "3"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "45"),
+        ("SCHEMA_TIMEOUT_SECONDS", "2"),
+    ])
+    .unwrap();
+    assert_eq!(s.retry.attempts, 7);
+    assert_eq!(s.retry.base_delay, Duration::from_millis(35));
+    assert_eq!(s.connect_timeout, Duration::from_secs(3));
+    assert_eq!(s.statement_timeout, Duration::from_secs(45));
+    assert_eq!(s.schema_timeout, Duration::from_secs(2));
+    // RETRY_ATTEMPTS=1 means no retry; 0 and non-numbers are refused by name.
+    assert_eq!(with(&[("RETRY_ATTEMPTS", "1")]).unwrap().retry.attempts, 1);
+    for (name, value) in [
+        ("RETRY_ATTEMPTS", "0"),
+        ("RETRY_ATTEMPTS", "four"),
+        ("RETRY_BASE_DELAY_MS", "-5"),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("DB_STATEMENT_TIMEOUT_SECONDS", "0"),
+        ("SCHEMA_TIMEOUT_SECONDS", "0"),
+        ("SCHEMA_TIMEOUT_SECONDS", "1.5"),
+    ] {
+        let err = with(&[(name, value)]).unwrap_err();
+        assert!(err.to_string().starts_with(name), "{name}={value}: {err}");
+    }
+}
+
+#[test]
+fn kinesis_max_records_per_second_defaults_to_1000_and_0_turns_pacing_off() {
+    assert_eq!(with(&[]).unwrap().kinesis_records_per_second, 1000);
+    assert_eq!(with(&[("KINESIS_MAX_RECORDS_PER_SECOND", "0")]).unwrap().kinesis_records_per_second, 0);
+    assert_eq!(with(&[("KINESIS_MAX_RECORDS_PER_SECOND", "250")]).unwrap().kinesis_records_per_second, 250);
+    let err = with(&[("KINESIS_MAX_RECORDS_PER_SECOND", "fast")]).unwrap_err();
+    assert!(err.to_string().starts_with("KINESIS_MAX_RECORDS_PER_SECOND"), "{err}");
+}
+
+#[test]
+fn pseudonym_threads_and_kernel_default_and_parse() {
+    let s = with(&[]).unwrap();
+    // README: "default one per core" (0 asks the pool for one thread per core) and
+    // `lanes4` by default.
+    assert_eq!(s.pseudonym_threads, 0);
+    assert_eq!(s.pseudonym_kernel, Kernel::Lanes4);
+    assert_eq!(with(&[("PSEUDONYM_THREADS", "3")]).unwrap().pseudonym_threads, 3);
+    for (text, kernel) in [
+        ("crate", Kernel::Crate),
+        ("lanes1", Kernel::Lanes1),
+        ("lanes2", Kernel::Lanes2),
+        ("lanes3", Kernel::Lanes3),
+        ("lanes4", Kernel::Lanes4),
+    ] {
+        assert_eq!(with(&[("PSEUDONYM_KERNEL", text)]).unwrap().pseudonym_kernel, kernel, "{text}");
+    }
+    let err = with(&[("PSEUDONYM_THREADS", "many")]).unwrap_err();
+    assert!(err.to_string().starts_with("PSEUDONYM_THREADS"), "{err}");
+}
+
+#[test]
+fn yaml_1_1_yes_no_on_off_are_booleans_in_any_case() {
+    for (text, want) in [
+        ("yes", true),
+        ("Yes", true),
+        ("YES", true),
+        ("on", true),
+        ("On", true),
+        ("no", false),
+        ("No", false),
+        ("off", false),
+        ("OFF", false),
+        ("TRUE", true),
+        ("False", false),
+    ] {
+        let s = with(&[("IGNORE_KINESIS", text), ("IGNORE_CACHE", text)]).unwrap();
+        assert_eq!((s.ignore_kinesis, s.ignore_cache), (want, want), "{text}");
+    }
+    for text in ["y", "n", "2", "enabled", "yess", "truthy"] {
+        let err = with(&[("IGNORE_KINESIS", text)]).unwrap_err();
+        assert!(err.to_string().starts_with("IGNORE_KINESIS"), "{text}: {err}");
+    }
+    // Straight from a YAML file: PyYAML (YAML 1.1) reads an unquoted yes as a boolean.
+    let file = yaml::parse("PLAINTEXT_VARIABLES:\n  IGNORE_KINESIS: yes\n  IGNORE_CACHE: off\n").unwrap();
+    assert!(parse_bool("IGNORE_KINESIS", &file.plaintext["IGNORE_KINESIS"]).unwrap());
+    assert!(!parse_bool("IGNORE_CACHE", &file.plaintext["IGNORE_CACHE"]).unwrap());
+}
+
+#[test]
+fn an_environment_value_overrides_an_encrypted_one_without_a_kms_call() {
+    let mut plaintext = complete_plaintext();
+    plaintext.remove("BCRYPT_SALT");
+    plaintext.remove("SIERRA_DB_PASSWORD");
+    let encrypted: BTreeMap<String, String> = [
+        ("BCRYPT_SALT".to_string(), "c2FsdC1jaXBoZXJ0ZXh0".to_string()),
+        ("SIERRA_DB_PASSWORD".to_string(), "cGFzc3dvcmQtY2lwaGVydGV4dA==".to_string()),
+    ]
+    .into();
+    let env = |name: &str| (name == "BCRYPT_SALT").then(|| "$2b$04$zyxwvutsrqponmlkjihgfe".to_string());
+    let raw = RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &env, &BTreeMap::new());
+    let names: Vec<&str> = raw.encrypted_names().collect();
+    assert_eq!(names, ["SIERRA_DB_PASSWORD"], "the environment's BCRYPT_SALT is not sent to KMS");
+    let kms = CountingKms::default();
+    let s = block_on(raw.resolve(&kms)).unwrap();
+    // One decrypt (the password); the salt came from the environment as plain text.
+    assert_eq!(kms.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(s.sierra.password.expose_secret(), "from-kms");
+    let env_salt = crate::pseudonym::Salt::parse("$2b$04$zyxwvutsrqponmlkjihgfe").unwrap();
+    assert_eq!(crate::pseudonym::pseudonym(&s.salt, b"x"), crate::pseudonym::pseudonym(&env_salt, b"x"));
+
+    // Nothing encrypted is left once the environment sets every encrypted variable: no call.
+    let mut plaintext = complete_plaintext();
+    plaintext.remove("BCRYPT_SALT");
+    let encrypted: BTreeMap<String, String> =
+        [("BCRYPT_SALT".to_string(), "c2FsdC1jaXBoZXJ0ZXh0".to_string())].into();
+    let raw = RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &env, &BTreeMap::new());
+    let kms = CountingKms::default();
+    block_on(raw.resolve(&kms)).unwrap();
+    assert_eq!(kms.calls.load(Ordering::SeqCst), 0);
+}
