@@ -42,7 +42,9 @@ fn yaml_text(file: &crate::config::yaml::ConfigFile) -> String {
     use serde_yaml_ng::{Mapping, Value};
     let map = |vars: &std::collections::BTreeMap<String, String>| -> Value {
         Value::Mapping(
-            vars.iter().map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone()))).collect::<Mapping>(),
+            vars.iter()
+                .map(|(k, v)| (Value::String(k.clone()), Value::String(v.clone())))
+                .collect::<Mapping>(),
         )
     };
     let mut top = Mapping::new();
@@ -147,20 +149,24 @@ mod tests {
             .expect("the original's cursor object");
         assert_eq!(cursor.key, 40_000_000);
         assert_eq!(cursor.to_json(), r#"{"pcr_key": "40000000", "pcr_date_time": "2023-04-04 04:00:00"}"#);
-        let file = crate::config::yaml::parse("PLAINTEXT_VARIABLES:\n  A: 1\n  B: yes\nENCRYPTED_VARIABLES:\n  S: QUJD\n")
-            .expect("a configuration file");
-        assert_eq!((file.plaintext["A"].as_str(), file.plaintext["B"].as_str()), ("1", "True"));
+        let file = crate::config::yaml::parse(
+            "PLAINTEXT_VARIABLES:\n  A: 1\n  B: yes\nENCRYPTED_VARIABLES:\n  S: QUJD\n",
+        )
+        .expect("a configuration file");
+        assert_eq!((file.plaintext["A"].as_str(), file.plaintext["B"].as_str()), ("1", "yes"));
         assert_eq!(file.encrypted["S"], "QUJD");
         assert_eq!(crate::config::yaml::parse(&yaml_text(&file)), Ok(file));
         let schema = schema_from_response(include_bytes!("../tests/fixtures/PcReserve-schema-response.json"))
             .expect("the schema endpoint's answer");
         AvroEncoder::from_schema_text(&schema).expect("the PcReserve schema");
-        let salt = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").expect("a valid salt");
-        assert_eq!(salt.cost(), 4);
+        let parsed = Salt::parse("$2b$04$abcdefghijklmnopqrstuu").expect("a valid salt");
+        assert_eq!(parsed.cost(), 4);
         // ...and the checks pass on them, and on refusals.
         cursor_object(br#"{"pcr_key": "40000000", "pcr_date_time": "2023-04-04 04:00:00"}"#);
         yaml_config(b"PLAINTEXT_VARIABLES:\n  A: 1\n");
-        yaml_config(b"PLAINTEXT_VARIABLES:\n  'odd: name': \"x\\ny\"\n  EMPTY:\n  T: 2023-01-01 00:00:00 +0000\n");
+        yaml_config(
+            b"PLAINTEXT_VARIABLES:\n  'odd: name': \"x\\ny\"\n  EMPTY:\n  T: 2023-01-01 00:00:00 +0000\n",
+        );
         schema_response(include_bytes!("../tests/fixtures/PcReserve-schema-response.json"));
         salt(b"$2b$04$abcdefghijklmnopqrstuu");
         salt(b"not a salt at all");

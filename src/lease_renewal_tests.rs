@@ -14,21 +14,28 @@ fn writes(store: &MemoryLeaseStore) -> u64 {
     store.version.load(Ordering::SeqCst)
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_is_renewed_every_third_of_its_ttl() {
     let store = MemoryLeaseStore::default();
-    let ttl = Duration::from_secs(120);
+    // A TTL of 900 ms: renewals every 300 ms.
+    let ttl = Duration::from_millis(900);
     let mut lease = Lease::acquire(store.clone(), "a".into(), ttl, Utc::now()).await.unwrap();
     assert_eq!(writes(&store), 1, "created");
     let stop = StopToken::new();
+    let started = std::time::Instant::now();
     lease.keep_renewed(stop.clone());
-    // Renewals at 40 s, 80 s and 120 s (a third of 120 s); none before the first third.
-    tokio::time::sleep(Duration::from_secs(39)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(writes(&store), 1, "renewed before a third of the TTL");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(writes(&store), 2, "not renewed at a third of the TTL");
-    tokio::time::sleep(Duration::from_secs(80)).await;
-    assert_eq!(writes(&store), 4, "renewals at 40 s, 80 s and 120 s");
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let renewals = writes(&store) - 1;
+    let elapsed = started.elapsed().as_millis() as u64;
+    // Never more often than every 300 ms; and about every 300 ms (6 in 1.95 s; every
+    // half of the TTL would give 4, so 5 leaves room for a late wake-up or two).
+    assert!(
+        renewals <= elapsed / 300,
+        "{renewals} renewals in {elapsed} ms: more often than a third of the TTL"
+    );
+    assert!(renewals >= 5, "{renewals} renewals in {elapsed} ms: less often than a third of the TTL");
     assert_eq!(stop.reason(), None);
     lease.release().await;
     assert!(store.body().is_none(), "released");

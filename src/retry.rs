@@ -140,16 +140,15 @@ mod tests {
         assert_eq!(RetryPolicy::none().attempts, 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_waits_between_attempts_and_counts_each_retry() {
+    #[tokio::test]
+    async fn retry_returns_the_first_success_and_counts_each_retry() {
         let p = RetryPolicy {
-            attempts: 3,
-            base_delay: Duration::from_millis(1000),
-            max_delay: Duration::from_millis(1000),
+            attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
         };
         let calls = AtomicU32::new(0);
         let retries_before = retries_so_far();
-        let started = tokio::time::Instant::now();
         let r: Result<u32, String> = retry(
             &p,
             "t",
@@ -160,10 +159,9 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(r, Ok(3));
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-        // Two waits, each at most the 1 s ceiling (paused clock: exact virtual time).
-        assert!(started.elapsed() <= Duration::from_millis(2000), "{:?}", started.elapsed());
+        assert_eq!(r, Ok(3), "the third attempt's value");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "no attempt after the success");
+        // The counter is process-wide; other tests may add to it meanwhile.
         assert!(retries_so_far() >= retries_before + 2);
     }
 

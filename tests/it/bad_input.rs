@@ -96,7 +96,12 @@ async fn a_schema_endpoint_answering_500_stops_the_run() {
 
 #[tokio::test]
 async fn a_schema_endpoint_answering_garbage_stops_the_run() {
-    schema_case("200 OK", "<html>maintenance</html>".into(), "schema: schema response is malformed: not JSON (").await;
+    schema_case(
+        "200 OK",
+        "<html>maintenance</html>".into(),
+        "schema: schema response is malformed: not JSON (",
+    )
+    .await;
 }
 
 #[tokio::test]

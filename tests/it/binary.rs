@@ -160,7 +160,8 @@ async fn configuration_errors_exit_2_naming_the_variable() {
 
 #[test]
 fn help_teaches_with_examples() {
-    let out = crate::process::output_within(Command::new(BIN).arg("--help"), std::time::Duration::from_secs(60));
+    let out =
+        crate::process::output_within(Command::new(BIN).arg("--help"), std::time::Duration::from_secs(60));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("Exit codes"), "{text}");
 }

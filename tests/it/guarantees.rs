@@ -18,8 +18,6 @@ use crate::process::{RUN_LIMIT, kill_after, output_of, output_within};
 use crate::stopping::{PACED, poller, wait_for_first_cursor};
 use crate::support::{SALT, TestEnv, by_key, many_rows, p};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pc-reserve-poller");
-
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
     assert!(status.success(), "kill {name} {pid}");
@@ -131,9 +129,8 @@ async fn a_request_that_outlasts_stop_timeout_seconds_is_cut_off_and_the_run_exi
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(10)).await;
     let proxy = hanging_kinesis(&env.stack.aws_endpoint).await;
-    let child = poller(&env, &[("AWS_ENDPOINT_URL", &proxy.url), ("STOP_TIMEOUT_SECONDS", "1")])
-        .spawn()
-        .unwrap();
+    let child =
+        poller(&env, &[("AWS_ENDPOINT_URL", &proxy.url), ("STOP_TIMEOUT_SECONDS", "1")]).spawn().unwrap();
     let _bound = kill_after(child.id(), RUN_LIMIT);
     let seen = Arc::clone(&proxy.put_records_seen);
     wait_until("a PutRecords request in flight", Duration::from_secs(60), || {
@@ -187,9 +184,11 @@ async fn sigterm_during_backfill_saves_its_cursor_exits_6_and_a_restart_finishes
     };
     let child = backfill().spawn().unwrap();
     let _bound = kill_after(child.id(), RUN_LIMIT);
-    wait_until("the backfill's first cursor", Duration::from_secs(60), || {
+    // The backfill writes its cursor object at the start of the range first; wait for
+    // the first acknowledged record.
+    wait_until("the backfill's first acknowledged record", Duration::from_secs(60), || {
         let f = own_cursor();
-        async move { f.await.is_some() }
+        async move { f.await.is_some_and(|c| c.key > 0) }
     })
     .await;
     signal(child.id(), "-TERM");
@@ -384,6 +383,9 @@ async fn a_run_with_pseudonym_kernel_crate_and_one_thread_sends_the_same_pseudon
     assert_eq!(summary.records(), 9);
     let sent = by_key(&env.sent().await);
     let expected: Vec<String> = (1..=9).map(|k| bcrypt_pseudonym(k.to_string().as_bytes())).collect();
-    assert_eq!(sent.keys().cloned().collect::<std::collections::BTreeSet<_>>(), expected.into_iter().collect());
+    assert_eq!(
+        sent.keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        expected.into_iter().collect()
+    );
     env.cleanup().await;
 }

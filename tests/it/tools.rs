@@ -414,7 +414,8 @@ fn every_subcommand_has_help_with_an_example() {
         &["reconcile", "--help"],
         &["pseudonymize", "--help"],
     ] {
-        let out = crate::process::output_within(Command::new(BIN).args(args), std::time::Duration::from_secs(60));
+        let out =
+            crate::process::output_within(Command::new(BIN).args(args), std::time::Duration::from_secs(60));
         let help = text(&out.stdout);
         assert!(out.status.success() && help.contains("Example"), "{args:?}: {help}");
     }
