@@ -176,3 +176,120 @@ fn an_environment_value_overrides_an_encrypted_one_without_a_kms_call() {
     block_on(raw.resolve(&kms)).unwrap();
     assert_eq!(kms.calls.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn every_sslmode_and_log_level_reads_as_documented() {
+    for (text, mode) in [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+        ("VERIFY-FULL", SslMode::VerifyFull),
+    ] {
+        let s = with(&[
+            ("ENVISIONWARE_DB_SSLMODE", text),
+            ("SIERRA_DB_SSLMODE", text),
+            ("REDSHIFT_DB_SSLMODE", text),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.envisionware.ssl_mode, s.sierra.ssl_mode, s.redshift.ssl_mode),
+            (mode, mode, mode),
+            "{text}"
+        );
+    }
+    // README: defaults `prefer` (Envisionware, Sierra) and `verify-full` (Redshift).
+    let s = with(&[]).unwrap();
+    assert_eq!(s.envisionware.ssl_mode, SslMode::Prefer);
+    assert_eq!(s.sierra.ssl_mode, SslMode::Prefer);
+    assert_eq!(s.redshift.ssl_mode, SslMode::VerifyFull);
+    for (text, level) in [
+        ("debug", LogLevel::Debug),
+        ("info", LogLevel::Info),
+        ("warning", LogLevel::Warning),
+        ("error", LogLevel::Error),
+        ("critical", LogLevel::Critical),
+        ("DEBUG", LogLevel::Debug),
+    ] {
+        assert_eq!(with(&[("LOG_LEVEL", text)]).unwrap().log_level, level, "{text}");
+    }
+    assert_eq!(LogLevel::Debug.directive(), "debug");
+    assert_eq!(LogLevel::Info.directive(), "info");
+    assert_eq!(LogLevel::Warning.directive(), "warn");
+    assert_eq!(LogLevel::Critical.directive(), "error");
+}
+
+#[test]
+fn each_database_reads_its_own_variables() {
+    let s = with(&[
+        ("ENVISIONWARE_DB_PORT", "3307"),
+        ("SIERRA_DB_PORT", "1032"),
+        ("REDSHIFT_DB_PORT", "5440"),
+        ("SIERRA_DB_HOST", "sierra.example"),
+        ("REDSHIFT_DB_SSLROOTCERT", "/etc/ca.pem"),
+    ])
+    .unwrap();
+    assert_eq!((s.envisionware.port, s.sierra.port, s.redshift.port), (3307, 1032, 5440));
+    assert_eq!(s.sierra.host, "sierra.example");
+    assert_eq!(s.envisionware.host, "127.0.0.1");
+    assert_eq!((s.envisionware.database.as_str(), s.sierra.database.as_str()), ("lasttwodays", "iii"));
+    assert_eq!(s.envisionware.password.expose_secret(), "ew-password");
+    assert_eq!(s.redshift.ssl_root_cert.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+    assert_eq!(s.sierra.ssl_root_cert, None);
+    // README: `REDSHIFT_DB_PORT` defaults to 5439; the others have no default.
+    assert_eq!(with(&[]).unwrap().redshift.port, 5439);
+    for name in ["ENVISIONWARE_DB_PORT", "SIERRA_DB_PORT", "REDSHIFT_DB_PORT"] {
+        let err = with(&[(name, "0")]).unwrap_err();
+        assert!(err.to_string().starts_with(name), "{err}");
+    }
+}
+
+#[test]
+fn batch_sizes_accept_their_documented_bounds() {
+    // README: KINESIS_BATCH_SIZE 1..500.
+    assert_eq!(with(&[("KINESIS_BATCH_SIZE", "1")]).unwrap().kinesis_batch_size, 1);
+    assert_eq!(with(&[("KINESIS_BATCH_SIZE", "500")]).unwrap().kinesis_batch_size, 500);
+    assert_eq!(with(&[("ENVISIONWARE_BATCH_SIZE", "1")]).unwrap().envisionware_batch_size, 1);
+    assert_eq!(with(&[("MAX_BATCHES", "1")]).unwrap().max_batches, Some(1));
+    assert_eq!(with(&[("MAX_BATCHES", "12")]).unwrap().max_batches, Some(12));
+}
+
+#[test]
+fn an_empty_required_value_is_named_as_empty() {
+    let err = with(&[("KINESIS_STREAM_ARN", "  ")]).unwrap_err();
+    assert_eq!(err.to_string(), "KINESIS_STREAM_ARN: is empty");
+    // Values are trimmed.
+    assert_eq!(with(&[("AWS_REGION", " us-east-2 ")]).unwrap().aws_region, "us-east-2");
+}
+
+#[test]
+fn decrypted_stream_arn_and_region_are_not_secrets_but_passwords_are() {
+    let mut plaintext = complete_plaintext();
+    for name in ["KINESIS_STREAM_ARN", "AWS_REGION", "REDSHIFT_DB_USER"] {
+        plaintext.remove(name);
+    }
+    let encrypted: BTreeMap<String, String> = ["KINESIS_STREAM_ARN", "AWS_REGION", "REDSHIFT_DB_USER"]
+        .iter()
+        .map(|n| (n.to_string(), "QUJD".to_string()))
+        .collect();
+    let raw = RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &|_| None, &BTreeMap::new());
+    let kms = CountingKms::default();
+    let s = block_on(raw.resolve(&kms)).unwrap();
+    assert_eq!(kms.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(s.kinesis_stream_arn, "from-kms");
+    let secrets: Vec<&str> = s.secret_values().collect();
+    // The user name decrypted by KMS is a secret (one entry); the stream ARN and the
+    // region are not (they appear in logs), so "from-kms" is listed once, not three times.
+    assert_eq!(secrets.iter().filter(|v| **v == "from-kms").count(), 1, "{}", secrets.len());
+    assert!(secrets.contains(&"rs-password") && secrets.contains(&"$2b$04$abcdefghijklmnopqrstuu"));
+}
+
+#[test]
+fn pcr_key_alone_starts_at_the_default_date_time() {
+    let s = with(&[("PCR_KEY", "41")]).unwrap();
+    assert_eq!(s.start_cursor, Some(crate::domain::Cursor::parse("2023-01-01 00:00:00", "41").unwrap()));
+    let s = with(&[("PCR_DATE_TIME", "2024-02-03 04:05:06")]).unwrap();
+    assert_eq!(s.start_cursor, Some(crate::domain::Cursor::parse("2024-02-03 04:05:06", "0").unwrap()));
+    assert_eq!(with(&[]).unwrap().start_cursor, None);
+}
