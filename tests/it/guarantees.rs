@@ -389,3 +389,35 @@ async fn a_run_with_pseudonym_kernel_crate_and_one_thread_sends_the_same_pseudon
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn db_statement_timeout_seconds_cancels_a_slow_sierra_query() {
+    use sqlx::{Connection as _, Executor as _};
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(3)).await;
+    // Sierra's phrase_entry answers after 3 s.
+    let mut pg = sqlx::PgConnection::connect(&env.sierra_url()).await.unwrap();
+    pg.execute("DROP TABLE sierra_view.phrase_entry CASCADE").await.unwrap();
+    pg.execute(
+        "CREATE VIEW sierra_view.phrase_entry AS SELECT 1::bigint AS id, 1::bigint AS record_id, \
+         'b'::varchar AS index_tag, ('none' || pg_sleep(3)::text)::varchar AS index_entry",
+    )
+    .await
+    .unwrap();
+    drop(pg);
+    let started = Instant::now();
+    let err = env
+        .run(&[("DB_STATEMENT_TIMEOUT_SECONDS", Some("1")), ("RETRY_ATTEMPTS", Some("1"))])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("Sierra"), "{text}");
+    assert!(text.contains("statement timed out after 1s"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "cancelled before the 3 s query ended");
+    assert!(env.sent().await.is_empty());
+    assert_eq!(env.cursor_object().await, None, "nothing acknowledged, no cursor");
+    // The same query under the default (300 s) completes.
+    env.run(&[("RETRY_ATTEMPTS", Some("1"))]).await.unwrap();
+    assert_eq!(env.sent().await.len(), 3);
+    env.cleanup().await;
+}
