@@ -1,6 +1,7 @@
-//! The README's renewal rule ("renewed with `If-Match` every third of
-//! `LEASE_TTL_SECONDS`"): how often the background renewer writes, and that its renewals
-//! keep a later runner out after the first expiry would have passed.
+//! The README's lease rules ("One runner at a time"), beyond the tests in `lease.rs`:
+//! renewal every third of `LEASE_TTL_SECONDS` and what it keeps out, the expiry instant,
+//! the object's `{"owner", "acquired_at", "expires_at"}`, owner names, a lost race to
+//! create the lease, and a lapsed holder's release.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -62,4 +63,124 @@ async fn renewals_keep_a_later_runner_out_after_the_first_expiry() {
     assert!(lease.record().expires_at > later, "renewed past the later runner's start");
     assert_eq!(stop.reason(), None, "the holder never lost it");
     lease.release().await;
+}
+
+fn t(s: &str) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+const TTL: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn a_lease_is_expired_from_its_expiry_instant_on() {
+    let store = MemoryLeaseStore::default();
+    let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+    // One second before the expiry it is held; at the expiry instant it may be taken.
+    assert!(Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:01:59Z")).await.is_err());
+    // Its holder can no longer renew at that instant either: it lapsed.
+    assert!(!a.renew(t("2026-01-01T00:02:00Z")).await.unwrap());
+    let b = Lease::acquire(store.clone(), "b".into(), TTL, t("2026-01-01T00:02:00Z")).await.unwrap();
+    assert_eq!(b.record().acquired_at, t("2026-01-01T00:02:00Z"));
+    assert_eq!(b.record().expires_at, t("2026-01-01T00:04:00Z"));
+}
+
+#[tokio::test]
+async fn the_lease_object_holds_owner_acquired_at_and_expires_at() {
+    let store = MemoryLeaseStore::default();
+    let a = Lease::acquire(store.clone(), "host/42/0000abcd".into(), TTL, t("2026-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&store.body().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "owner": "host/42/0000abcd",
+            "acquired_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-01T00:02:00Z",
+        })
+    );
+    // A renewal keeps the owner and acquisition time and moves the expiry.
+    assert!(a.renew(t("2026-01-01T00:00:40Z")).await.unwrap());
+    let body: serde_json::Value = serde_json::from_str(&store.body().unwrap()).unwrap();
+    assert_eq!(body["acquired_at"], "2026-01-01T00:00:00Z");
+    assert_eq!(body["expires_at"], "2026-01-01T00:02:40Z");
+    assert_eq!(LeaseRecord::from_json(br#"{"owner": "x"}"#), None);
+    assert_eq!(
+        LeaseRecord::from_json(br#"{"owner": "x", "acquired_at": "now", "expires_at": "later"}"#),
+        None
+    );
+}
+
+#[test]
+fn owner_names_carry_host_pid_and_a_random_suffix() {
+    let (a, b) = (owner_name(), owner_name());
+    assert_ne!(a, b, "two runners on one host and pid still differ");
+    let parts: Vec<&str> = a.split('/').collect();
+    assert_eq!(parts.len(), 3, "{a}");
+    assert!(!parts[0].is_empty(), "{a}");
+    assert_eq!(parts[1], std::process::id().to_string());
+    assert_eq!(parts[2].len(), 8, "{a}");
+    assert!(parts[2].chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+}
+
+/// A store where another runner creates the lease between this runner's read and write.
+#[derive(Clone, Default)]
+struct Racing {
+    inner: MemoryLeaseStore,
+    winner: Option<String>,
+}
+
+impl LeaseStore for Racing {
+    fn location(&self) -> String {
+        "memory/racing".into()
+    }
+    async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
+        self.inner.read().await
+    }
+    async fn create(&self, _body: String) -> Result<Written, LeaseError> {
+        if let Some(w) = &self.winner {
+            self.inner.force(w);
+        }
+        Ok(Written::PreconditionFailed)
+    }
+    async fn replace(&self, etag: &str, body: String) -> Result<Written, LeaseError> {
+        self.inner.replace(etag, body).await
+    }
+    async fn delete(&self, etag: &str) -> Result<bool, LeaseError> {
+        self.inner.delete(etag).await
+    }
+}
+
+#[tokio::test]
+async fn losing_the_race_to_create_names_the_winner() {
+    let winner = LeaseRecord {
+        owner: "winner".into(),
+        acquired_at: t("2026-01-01T00:00:00Z"),
+        expires_at: t("2026-01-01T00:02:00Z"),
+    };
+    let store = Racing { winner: Some(winner.to_json()), ..Racing::default() };
+    match Lease::acquire(store, "late".into(), TTL, t("2026-01-01T00:00:00Z")).await {
+        Err(LeaseError::Held { owner, expires_at, location }) => {
+            assert_eq!((owner.as_str(), expires_at.as_str()), ("winner", "2026-01-01T00:02:00Z"));
+            assert_eq!(location, "memory/racing");
+        }
+        other => panic!("{:?}", other.map(|l| l.record())),
+    }
+    // The winner's object vanished meanwhile: still refused, holder unknown.
+    match Lease::acquire(Racing::default(), "late".into(), TTL, t("2026-01-01T00:00:00Z")).await {
+        Err(LeaseError::Held { owner, .. }) => assert_eq!(owner, "unknown"),
+        other => panic!("{:?}", other.map(|l| l.record())),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_not_deleted_at_release() {
+    let store = MemoryLeaseStore::default();
+    let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+    assert!(!a.is_lost());
+    // It lapsed; then someone else wrote the same ETag's successor.
+    assert!(!a.renew(t("2026-01-01T00:03:00Z")).await.unwrap());
+    assert!(a.is_lost());
+    a.release().await;
+    assert!(store.body().is_some(), "a lapsed holder deletes nothing");
 }
