@@ -411,6 +411,8 @@ mod tests {
         }
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(1900), "300 records at 100/s took only {took:?}");
+        // ...and not much more: each wait ends when the window allows the next request.
+        assert!(took < Duration::from_millis(3000), "300 records at 100/s took {took:?}, not about 2 s");
         assert_eq!(*paced.inner().calls.lock().unwrap(), [50; 6]);
 
         let mut unpaced = Sender::new(Accepting { calls: Mutex::new(vec![]) }, fast(), 0);
