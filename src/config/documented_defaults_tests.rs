@@ -302,3 +302,25 @@ fn pseudonym_threads_sizes_the_hashing_pool_and_0_means_one_per_core() {
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     assert_eq!(default.threads(), cores, "README: one per core by default");
 }
+
+#[test]
+fn without_the_cursor_there_is_no_lease_key_and_no_kms_client_refuses_ciphertexts() {
+    // IGNORE_CACHE without S3_RESOURCE: no cursor object, so no `<S3_RESOURCE>.lease`.
+    let mut plaintext = complete_plaintext();
+    plaintext.remove("S3_RESOURCE");
+    plaintext.insert("IGNORE_CACHE".into(), "true".into());
+    let raw = RawConfig::from_parts(
+        yaml::ConfigFile { plaintext, encrypted: BTreeMap::new() },
+        &|_| None,
+        &BTreeMap::new(),
+    );
+    let s = block_on(raw.resolve(&kms::NoDecrypter)).unwrap();
+    assert_eq!(s.lease_resource, "");
+    // A ciphertext with no KMS client configured is an error naming the variable.
+    let mut plaintext = complete_plaintext();
+    plaintext.remove("SIERRA_DB_PASSWORD");
+    let encrypted: BTreeMap<String, String> = [("SIERRA_DB_PASSWORD".to_string(), "QUJD".to_string())].into();
+    let raw = RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &|_| None, &BTreeMap::new());
+    let err = block_on(raw.resolve(&kms::NoDecrypter)).unwrap_err();
+    assert!(err.to_string().starts_with("SIERRA_DB_PASSWORD"), "{err}");
+}
