@@ -275,8 +275,8 @@ async fn check_exits_7_naming_s3_schema_sierra_or_redshift_when_each_fails() {
     env.cleanup().await;
 }
 
-/// An HTTP server on loopback answering every request with 500, counting requests.
-async fn failing_schema_endpoint() -> (String, Arc<AtomicUsize>) {
+/// An HTTP server on loopback answering every request with `status`, counting requests.
+async fn failing_schema_endpoint(status: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v0.1/current-schemas/PcReserve", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -288,9 +288,9 @@ async fn failing_schema_endpoint() -> (String, Arc<AtomicUsize>) {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
                 counter.fetch_add(1, Ordering::SeqCst);
-                let _ = sock
-                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                    .await;
+                let response =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+                let _ = sock.write_all(response.as_bytes()).await;
             });
         }
     });
@@ -301,14 +301,21 @@ async fn failing_schema_endpoint() -> (String, Arc<AtomicUsize>) {
 async fn retry_attempts_is_the_number_of_tries_of_a_failing_dependency() {
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(2)).await;
-    for (attempts, expected) in [("1", 1), ("3", 3)] {
-        let (url, count) = failing_schema_endpoint().await;
+    // A 500 is transient: tried RETRY_ATTEMPTS times. A 404 is not: tried once.
+    for (status, attempts, expected) in [
+        ("500 Internal Server Error", "1", 1),
+        ("500 Internal Server Error", "3", 3),
+        ("429 Too Many Requests", "2", 2),
+        ("404 Not Found", "3", 1),
+    ] {
+        let (url, count) = failing_schema_endpoint(status).await;
         let err = env
             .run(&[("PC_RESERVE_SCHEMA_URL", Some(&url)), ("RETRY_ATTEMPTS", Some(attempts))])
             .await
             .unwrap_err();
-        assert!(err.to_string().starts_with("schema: schema endpoint: HTTP 500"), "{err}");
-        assert_eq!(count.load(Ordering::SeqCst), expected, "RETRY_ATTEMPTS={attempts}");
+        let code = &status[..3];
+        assert!(err.to_string().starts_with(&format!("schema: schema endpoint: HTTP {code}")), "{err}");
+        assert_eq!(count.load(Ordering::SeqCst), expected, "{status}, RETRY_ATTEMPTS={attempts}");
     }
     assert!(env.sent().await.is_empty());
     env.cleanup().await;
