@@ -184,3 +184,19 @@ async fn a_lost_lease_is_not_deleted_at_release() {
     a.release().await;
     assert!(store.body().is_some(), "a lapsed holder deletes nothing");
 }
+
+#[tokio::test]
+async fn release_leaves_a_lease_another_runner_wrote_meanwhile() {
+    let store = MemoryLeaseStore::default();
+    let a = Lease::acquire(store.clone(), "a".into(), TTL, t("2026-01-01T00:00:00Z")).await.unwrap();
+    // Another runner writes the object (a new ETag) before `a` notices anything.
+    let other = LeaseRecord {
+        owner: "b".into(),
+        acquired_at: t("2026-01-01T00:03:00Z"),
+        expires_at: t("2026-01-01T00:05:00Z"),
+    };
+    store.force(&other.to_json());
+    a.release().await;
+    // The delete is conditional on a's ETag (`If-Match`): b's lease stays.
+    assert_eq!(LeaseRecord::from_json(store.body().unwrap().as_bytes()), Some(other));
+}
