@@ -173,30 +173,39 @@ mod tests {
             max_delay: Duration::from_millis(1),
         };
         let calls = AtomicU32::new(0);
-        let r: Result<(), String> = retry(
-            &p,
-            "t",
-            |_| true,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err("boom".to_string())
-            },
+        // Bounded: a retry loop that never stops fails here instead of hanging.
+        let r: Result<(), String> = tokio::time::timeout(
+            Duration::from_secs(10),
+            retry(
+                &p,
+                "t",
+                |_| true,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("boom".to_string())
+                },
+            ),
         )
-        .await;
+        .await
+        .expect("retry stopped at the bound");
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         calls.store(0, Ordering::SeqCst);
-        let r: Result<(), String> = retry(
-            &p,
-            "t",
-            |_| false,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err("fatal".to_string())
-            },
+        let r: Result<(), String> = tokio::time::timeout(
+            Duration::from_secs(10),
+            retry(
+                &p,
+                "t",
+                |_| false,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("fatal".to_string())
+                },
+            ),
         )
-        .await;
+        .await
+        .expect("a fatal error is not retried");
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

@@ -347,7 +347,11 @@ mod tests {
         let records: Vec<OutgoingRecord> =
             (0..4u8).map(|i| OutgoingRecord { data: vec![i], partition_key: "k".into() }).collect();
         let mut s = Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 100 }, fast(), 0);
-        let err = s.send_all(&records).await.unwrap_err();
+        // Bounded: a sender that never gives up fails here instead of hanging.
+        let err = tokio::time::timeout(Duration::from_secs(30), s.send_all(&records))
+            .await
+            .expect("gave up within 30 s")
+            .unwrap_err();
         assert!(matches!(err, SinkError::NoProgress { failed: 2, total: 4, attempts: 10, .. }), "{err}");
         // README: "the run fails (cursor intact) only after 10 attempts in a row without
         // progress". The first call made progress (2 of 4); then 10 in a row did not.
@@ -382,7 +386,11 @@ mod tests {
     async fn a_stream_that_answers_nothing_fails_after_10_attempts() {
         let records = vec![rec(10, "k"); 3];
         let mut s = Sender::new(Down { calls: Mutex::new(0) }, fast(), 0);
-        let err = s.send_all(&records).await.unwrap_err();
+        // Bounded: a sender that never gives up fails here instead of hanging.
+        let err = tokio::time::timeout(Duration::from_secs(30), s.send_all(&records))
+            .await
+            .expect("gave up within 30 s")
+            .unwrap_err();
         assert!(matches!(err, SinkError::NoProgress { failed: 3, total: 3, attempts: 10, .. }), "{err}");
         assert_eq!(*s.inner().calls.lock().unwrap(), 10);
     }
