@@ -324,3 +324,43 @@ fn without_the_cursor_there_is_no_lease_key_and_no_kms_client_refuses_ciphertext
     let err = block_on(raw.resolve(&kms::NoDecrypter)).unwrap_err();
     assert!(err.to_string().starts_with("SIERRA_DB_PASSWORD"), "{err}");
 }
+
+#[test]
+fn the_cursor_variables_are_required_unless_the_cache_is_ignored() {
+    let raw = |drop: &[&str], ignore_cache: bool| {
+        let mut plaintext = complete_plaintext();
+        for name in drop {
+            plaintext.remove(*name);
+        }
+        if ignore_cache {
+            plaintext.insert("IGNORE_CACHE".into(), "True".into());
+        }
+        RawConfig::from_parts(
+            yaml::ConfigFile { plaintext, encrypted: BTreeMap::new() },
+            &|_| None,
+            &BTreeMap::new(),
+        )
+    };
+    let err = raw(&["S3_BUCKET"], false).check_required().unwrap_err();
+    assert!(err.to_string().contains("S3_BUCKET"), "{err}");
+    raw(&["S3_BUCKET", "S3_RESOURCE"], true).check_required().unwrap();
+    // Ignoring the cache excuses only the cursor's variables.
+    let err = raw(&["S3_BUCKET", "AWS_REGION"], true).check_required().unwrap_err();
+    assert!(err.to_string().contains("AWS_REGION") && !err.to_string().contains("S3_BUCKET"), "{err}");
+}
+
+#[test]
+fn decrypt_one_decrypts_only_the_variable_asked_for() {
+    let encrypted: BTreeMap<String, String> = [("BCRYPT_SALT".to_string(), "QUJD".to_string())].into();
+    let raw = RawConfig::from_parts(
+        yaml::ConfigFile { plaintext: complete_plaintext(), encrypted },
+        &|_| None,
+        &BTreeMap::new(),
+    );
+    let kms = CountingKms::default();
+    assert_eq!(block_on(raw.decrypt_one("BCRYPT_SALT", &kms)).unwrap().expose_secret(), "from-kms");
+    assert_eq!(kms.calls.load(Ordering::SeqCst), 1);
+    let err = block_on(raw.decrypt_one("SIERRA_DB_PASSWORD", &kms)).unwrap_err();
+    assert_eq!(err.to_string(), "SIERRA_DB_PASSWORD: is not in ENCRYPTED_VARIABLES");
+    assert_eq!(kms.calls.load(Ordering::SeqCst), 1, "nothing else sent to KMS");
+}
