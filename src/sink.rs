@@ -414,9 +414,14 @@ mod tests {
         // (a new one-second window), 1.0, 1.5 and 2.0 s.
         let mut paced = Sender::new(Accepting { calls: Mutex::new(vec![]) }, fast(), 100);
         let started = Instant::now();
-        for _ in 0..6 {
-            paced.send_all(&chunk).await.unwrap();
-        }
+        // Bounded: a pacing that waits far too long fails here instead of hanging.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            for _ in 0..6 {
+                paced.send_all(&chunk).await.unwrap();
+            }
+        })
+        .await
+        .expect("300 records at 100/s sent within 10 s");
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(1900), "300 records at 100/s took only {took:?}");
         // ...and not much more: each wait ends when the window allows the next request.
