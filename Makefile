@@ -22,7 +22,7 @@ test:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 	scripts/lint-deploy.sh
 
 fmt:

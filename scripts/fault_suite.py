@@ -38,6 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pcr_common as pc  # noqa: E402
 
 SALT = "$2b$04$abcdefghijklmnopqrstuu"
+# Every random choice of the scenarios (kill moments, which PutRecords entries fail and
+# with which error) comes from generators seeded with SEED, printed at the start; give it
+# back with PCR_FAULT_SEED to replay a failure. Resource names use their own unseeded
+# generator so that a replay never collides with what the failed run left behind.
+SEED = None
+NAMES = random.SystemRandom()
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -64,7 +70,7 @@ class Env:
     """One scenario's own databases, bucket and stream."""
 
     def __init__(self, label):
-        suffix = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+        suffix = "".join(NAMES.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
         self.name = f"pcr_fault_{label}_{suffix}"
         self.bucket = self.name.replace("_", "-")
         self.cursor_key = "poller/state.json"
@@ -306,6 +312,7 @@ def run_to_completion(binary, env, variables, label, attempts=40):
 
 
 def scenario_kill(binary, kills, rows):
+    rng = random.Random(f"{SEED}-kill")
     env = Env("kill")
     try:
         env.insert(rows)
@@ -317,10 +324,10 @@ def scenario_kill(binary, kills, rows):
         while done < kills:
             p = Poller(binary, variables)
             try:
-                rc = p.wait(timeout=random.uniform(0.2, 2.0))
+                rc = p.wait(timeout=rng.uniform(0.2, 2.0))
             except subprocess.TimeoutExpired:
                 p.proc.send_signal(signal.SIGKILL)
-                p.wait()
+                p.wait(timeout=30)
                 done += 1
                 check_cursor_intact(env, "kill", pseudonyms)
                 keys = env.stream_keys()
@@ -340,6 +347,14 @@ def scenario_kill(binary, kills, rows):
         run_to_completion(binary, env, variables, "kill")
         lost, dups = check_complete(env, "kill")
         per_crash.append(dups - (prev_dups or 0))
+        # README ("Losing nothing, duplicating little"): a crash re-sends at most one
+        # request's worth of records, KINESIS_BATCH_SIZE (50 here).
+        batch_size = int(variables["KINESIS_BATCH_SIZE"])
+        if batch_size != 50:
+            raise SystemExit(f"kill: KINESIS_BATCH_SIZE is {batch_size}, the README's table assumes 50")
+        over = [n for n in per_crash if n > 50]
+        if over:
+            raise SystemExit(f"kill: a crash caused {max(over)} duplicates, more than KINESIS_BATCH_SIZE (50); per crash {per_crash}")
         log(
             f"kill: {kills} SIGKILLs, {env.rows} reservations, lost {lost}, duplicates {dups} "
             f"(max per crash {max(per_crash)}), {refused} restarts refused by the lease, {time.time() - start:.0f}s"
@@ -467,6 +482,9 @@ class KinesisFaultProxy(http.server.ThreadingHTTPServer):
         self.share = share
         self.failed = 0
         self.lock = threading.Lock()
+        # The proxy's own seeded generator, drawn under the lock: which entries fail
+        # follows from the seed and the order of the requests.
+        self.rng = random.Random(f"{SEED}-kinesis")
         super().__init__(("127.0.0.1", 0), KinesisFaultHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -515,7 +533,12 @@ class KinesisFaultHandler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("X-Amz-Target", "").endswith(".PutRecords"):
             req = json.loads(body)
             records = req["Records"]
-            fail = [random.random() < self.server.share for _ in records]
+            with self.server.lock:
+                fail = [self.server.rng.random() < self.server.share for _ in records]
+                codes = [
+                    self.server.rng.choice(["ProvisionedThroughputExceededException", "InternalFailure"])
+                    for _ in records
+                ]
             kept = [r for r, f in zip(records, fail) if not f]
             results = []
             if kept:
@@ -527,10 +550,10 @@ class KinesisFaultHandler(http.server.BaseHTTPRequestHandler):
             else:
                 headers = [("Content-Type", "application/x-amz-json-1.1")]
             merged, it = [], iter(results)
-            for f in fail:
+            for f, code in zip(fail, codes):
                 merged.append(
                     {
-                        "ErrorCode": random.choice(["ProvisionedThroughputExceededException", "InternalFailure"]),
+                        "ErrorCode": code,
                         "ErrorMessage": "injected by the fault proxy",
                     }
                     if f
@@ -670,6 +693,14 @@ def main():
     ap.add_argument("--table", action="store_true", help="print a Markdown table of the outcomes")
     args = ap.parse_args()
     kills = args.kills or (5 if args.quick else 20)
+    global SEED
+    given = os.environ.get("PCR_FAULT_SEED", "").strip()
+    if given and not given.isdigit():
+        raise SystemExit(f"PCR_FAULT_SEED must be a whole number, not {given!r}")
+    SEED = int(given) if given else random.SystemRandom().randrange(2**32)
+    random.seed(SEED)
+    replay = " ".join(a for a in sys.argv[2:])
+    log(f"seed {SEED}; replay with: PCR_FAULT_SEED={SEED} scripts/fault-suite.sh {replay}".rstrip())
     rows = 1500 if args.quick else 4000
     only = set((args.only or "kill,mysql,postgres,kinesis,two,s3lost").split(","))
     started = time.time()

@@ -163,6 +163,11 @@ def main():
           f"{len(blobs)} records on the stream ({undecodable} undecodable)")
 
     failures = []
+    if not rows:
+        # An oracle that compares nothing proves nothing: an empty dataset (seeding failed,
+        # wrong database, cursor already at the end) is a failure, not a pass.
+        print("verify: no reservation to check (empty dataset)")
+        failures.append("empty dataset")
     if not received:
         # Nothing sent: every expected record is missing; no need to compute pseudonyms.
         missing, unexpected, dups, mismatched = len(rows), 0, 0, 0

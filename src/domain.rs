@@ -235,6 +235,10 @@ pub struct PcReserveRecord {
 }
 
 #[cfg(test)]
+#[path = "domain_cursor_tests.rs"]
+mod cursor_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

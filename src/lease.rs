@@ -609,6 +609,10 @@ impl LeaseStore for MemoryLeaseStore {
 }
 
 #[cfg(test)]
+#[path = "lease_renewal_tests.rs"]
+mod renewal_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -694,7 +698,8 @@ mod tests {
         let stop = StopToken::new();
         a.keep_renewed(stop.clone());
         store.force("{\"owner\":\"b\",\"acquired_at\":\"2026-01-01T00:00:00Z\",\"expires_at\":\"2099-01-01T00:00:00Z\"}");
-        stop.stopped().await;
+        // Bounded: a renewer that never notices fails here instead of hanging.
+        tokio::time::timeout(Duration::from_secs(10), stop.stopped()).await.expect("the renewer noticed");
         assert_eq!(stop.reason(), Some(StopReason::LeaseLost));
         a.release().await;
         assert!(store.body().unwrap().contains("\"b\""), "the other runner's lease stays");

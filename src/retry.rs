@@ -109,6 +109,62 @@ mod tests {
         }
     }
 
+    /// Full jitter draws uniformly in `[0, ceiling]`, so one draw has no lower bound;
+    /// 2,000 draws do: their largest is near the ceiling and their mean near half of it.
+    /// (A uniform draw stays under 75% of the ceiling 2,000 times in a row with
+    /// probability 0.75^2000, about 1e-250: these checks fail only when the rule breaks.)
+    #[test]
+    fn backoff_doubles_from_the_base_delay_and_is_not_zero() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        for (retry, ceiling) in [(1, 100u64), (2, 200), (3, 350), (9, 350)] {
+            let draws: Vec<u64> = (0..2000).map(|_| p.backoff(retry).as_millis() as u64).collect();
+            let max = *draws.iter().max().unwrap();
+            let mean = draws.iter().sum::<u64>() as f64 / draws.len() as f64;
+            assert!(max <= ceiling, "retry {retry}: {max} ms over the {ceiling} ms ceiling");
+            assert!(max * 4 >= ceiling * 3, "retry {retry}: never above 75% of {ceiling} ms (max {max})");
+            let half = ceiling as f64 / 2.0;
+            assert!((mean - half).abs() <= half * 0.15, "retry {retry}: mean {mean} ms, not about {half}");
+        }
+    }
+
+    #[test]
+    fn the_default_policy_is_4_attempts_from_200_ms() {
+        // README: "4 attempts, exponential backoff with full jitter from 200 ms".
+        let p = RetryPolicy::default();
+        assert_eq!(p.attempts, 4);
+        assert_eq!(p.base_delay, Duration::from_millis(200));
+        assert_eq!(RetryPolicy::none().attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn retry_returns_the_first_success_and_counts_each_retry() {
+        let p = RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let calls = AtomicU32::new(0);
+        let retries_before = retries_so_far();
+        let r: Result<u32, String> = retry(
+            &p,
+            "t",
+            |_| true,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 3 { Err(format!("transient {n}")) } else { Ok(n) }
+            },
+        )
+        .await;
+        assert_eq!(r, Ok(3), "the third attempt's value");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "no attempt after the success");
+        // The counter is process-wide; other tests may add to it meanwhile.
+        assert!(retries_so_far() >= retries_before + 2);
+    }
+
     #[tokio::test]
     async fn retries_only_retriable_errors_and_stops_at_the_bound() {
         let p = RetryPolicy {
@@ -117,30 +173,39 @@ mod tests {
             max_delay: Duration::from_millis(1),
         };
         let calls = AtomicU32::new(0);
-        let r: Result<(), String> = retry(
-            &p,
-            "t",
-            |_| true,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err("boom".to_string())
-            },
+        // Bounded: a retry loop that never stops fails here instead of hanging.
+        let r: Result<(), String> = tokio::time::timeout(
+            Duration::from_secs(10),
+            retry(
+                &p,
+                "t",
+                |_| true,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("boom".to_string())
+                },
+            ),
         )
-        .await;
+        .await
+        .expect("retry stopped at the bound");
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         calls.store(0, Ordering::SeqCst);
-        let r: Result<(), String> = retry(
-            &p,
-            "t",
-            |_| false,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err("fatal".to_string())
-            },
+        let r: Result<(), String> = tokio::time::timeout(
+            Duration::from_secs(10),
+            retry(
+                &p,
+                "t",
+                |_| false,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("fatal".to_string())
+                },
+            ),
         )
-        .await;
+        .await
+        .expect("a fatal error is not retried");
         assert!(r.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

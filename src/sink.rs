@@ -354,9 +354,111 @@ mod tests {
         let records: Vec<OutgoingRecord> =
             (0..4u8).map(|i| OutgoingRecord { data: vec![i], partition_key: "k".into() }).collect();
         let mut s = Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 100 }, fast(), 0);
-        let err = s.send_all(&records).await.unwrap_err();
-        assert!(matches!(err, SinkError::NoProgress { failed: 2, .. }), "{err}");
-        // The first call made progress; then ATTEMPTS_WITHOUT_PROGRESS in a row did not.
-        assert_eq!(s.inner().calls.lock().unwrap().len(), 1 + ATTEMPTS_WITHOUT_PROGRESS as usize);
+        // Bounded: a sender that never gives up fails here instead of hanging.
+        let err = tokio::time::timeout(Duration::from_secs(30), s.send_all(&records))
+            .await
+            .expect("gave up within 30 s")
+            .unwrap_err();
+        assert!(matches!(err, SinkError::NoProgress { failed: 2, total: 4, attempts: 10, .. }), "{err}");
+        // README: "the run fails (cursor intact) only after 10 attempts in a row without
+        // progress". The first call made progress (2 of 4); then 10 in a row did not.
+        assert_eq!(*s.inner().calls.lock().unwrap(), [4, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn nine_attempts_without_progress_then_success_do_not_fail() {
+        let records: Vec<OutgoingRecord> =
+            (0..4u8).map(|i| OutgoingRecord { data: vec![i], partition_key: "k".into() }).collect();
+        // Attempt 1 acknowledges 2 of 4, attempts 2-10 (nine in a row) acknowledge
+        // nothing, attempt 11 acknowledges the rest: under the bound of 10, so no failure.
+        let mut s = Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 10 }, fast(), 0);
+        s.send_all(&records).await.unwrap();
+        assert_eq!(s.inner().calls.lock().unwrap().len(), 11);
+        assert_eq!(s.resent, 20, "ten resends of the 2 failed records");
+    }
+
+    /// Answers every request with a transient request error.
+    struct Down {
+        calls: Mutex<usize>,
+    }
+
+    impl PutRecords for Down {
+        async fn put_records(&self, _records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+            *self.calls.lock().unwrap() += 1;
+            Err(SinkError::Request { message: "connection reset".into(), transient: true })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_answers_nothing_fails_after_10_attempts() {
+        let records = vec![rec(10, "k"); 3];
+        let mut s = Sender::new(Down { calls: Mutex::new(0) }, fast(), 0);
+        // Bounded: a sender that never gives up fails here instead of hanging.
+        let err = tokio::time::timeout(Duration::from_secs(30), s.send_all(&records))
+            .await
+            .expect("gave up within 30 s")
+            .unwrap_err();
+        assert!(matches!(err, SinkError::NoProgress { failed: 3, total: 3, attempts: 10, .. }), "{err}");
+        assert_eq!(*s.inner().calls.lock().unwrap(), 10);
+    }
+
+    /// Counts the records of every request and acknowledges them all.
+    struct Accepting {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl PutRecords for Accepting {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+            self.calls.lock().unwrap().push(records.len());
+            Ok(vec![None; records.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn kinesis_max_records_per_second_paces_requests_and_zero_turns_pacing_off() {
+        let chunk = vec![rec(10, "k"); 50];
+        // 300 records at 100 a second, 50 a request: the requests leave at 0, 0.5, 1.0
+        // (a new one-second window), 1.0, 1.5 and 2.0 s.
+        let mut paced = Sender::new(Accepting { calls: Mutex::new(vec![]) }, fast(), 100);
+        let started = Instant::now();
+        // Bounded: a pacing that waits far too long fails here instead of hanging.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            for _ in 0..6 {
+                paced.send_all(&chunk).await.unwrap();
+            }
+        })
+        .await
+        .expect("300 records at 100/s sent within 10 s");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(1900), "300 records at 100/s took only {took:?}");
+        // ...and not much more: each wait ends when the window allows the next request.
+        assert!(took < Duration::from_millis(3000), "300 records at 100/s took {took:?}, not about 2 s");
+        assert_eq!(*paced.inner().calls.lock().unwrap(), [50; 6]);
+
+        let mut unpaced = Sender::new(Accepting { calls: Mutex::new(vec![]) }, fast(), 0);
+        let started = Instant::now();
+        for _ in 0..6 {
+            unpaced.send_all(&chunk).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1000), "0 must turn pacing off, took {took:?}");
+    }
+
+    #[test]
+    fn requests_are_cut_at_kinesis_batch_size_and_at_5_mib() {
+        // README: "KINESIS_BATCH_SIZE: records per PutRecords request, 1..500" and the
+        // PutRecords limit of 5 MiB a request, 1 MiB a record.
+        let seven: Vec<OutgoingRecord> = (0..7).map(|i| rec(10, &i.to_string())).collect();
+        assert_eq!(plan_requests(&seven, 3).unwrap(), vec![0..3, 3..6, 6..7]);
+        assert_eq!(plan_requests(&seven, 7).unwrap(), vec![0..7]);
+        assert_eq!(plan_requests(&seven, 1).unwrap().len(), 7);
+        assert_eq!(plan_requests(&[], 3).unwrap(), Vec::<Range<usize>>::new());
+        // A record of exactly 1 MiB (data plus key) is allowed; one byte more is not.
+        let key = "k";
+        assert!(plan_requests(&[rec(1024 * 1024 - key.len(), key)], 500).is_ok());
+        assert!(plan_requests(&[rec(1024 * 1024 - key.len() + 1, key)], 500).is_err());
+        // Five records of 1 MiB fill a request of 5 MiB exactly; the sixth starts another.
+        let full: Vec<OutgoingRecord> = (0..6).map(|_| rec(1024 * 1024 - key.len(), key)).collect();
+        assert_eq!(plan_requests(&full, 500).unwrap(), vec![0..5, 5..6]);
     }
 }

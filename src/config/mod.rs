@@ -686,6 +686,9 @@ pub fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, ConfigError>
 }
 
 #[cfg(test)]
+mod documented_defaults_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

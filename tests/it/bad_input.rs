@@ -96,14 +96,19 @@ async fn a_schema_endpoint_answering_500_stops_the_run() {
 
 #[tokio::test]
 async fn a_schema_endpoint_answering_garbage_stops_the_run() {
-    schema_case("200 OK", "<html>maintenance</html>".into(), "").await;
+    schema_case(
+        "200 OK",
+        "<html>maintenance</html>".into(),
+        "schema: schema response is malformed: not JSON (",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_incompatible_schema_stops_the_run() {
     let schema = r#"{"type": "record", "name": "PcReserve", "fields": [{"name": "key", "type": "string"}]}"#;
     let body = serde_json::json!({"data": {"schema": schema}}).to_string();
-    schema_case("200 OK", body, "").await;
+    schema_case("200 OK", body, "schema: schema is incompatible: it lacks the field ").await;
 }
 
 #[tokio::test]

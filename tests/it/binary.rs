@@ -84,7 +84,7 @@ pub fn run_bin(args: &[&str], env: &TestEnv, stdin: Option<&str>) -> Output {
     } else {
         drop(child.stdin.take());
     }
-    child.wait_with_output().unwrap()
+    crate::process::output_of(child, crate::process::RUN_LIMIT)
 }
 
 pub fn tempdir() -> std::path::PathBuf {
@@ -160,7 +160,8 @@ async fn configuration_errors_exit_2_naming_the_variable() {
 
 #[test]
 fn help_teaches_with_examples() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out =
+        crate::process::output_within(Command::new(BIN).arg("--help"), std::time::Duration::from_secs(60));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("Exit codes"), "{text}");
 }

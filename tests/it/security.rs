@@ -131,22 +131,31 @@ async fn a_verbose_multi_batch_run_prints_no_identifier_or_secret() {
     let config = write_config(&env, &dir, &overrides(&seeded, "debug", &[("MAX_BATCHES", "2")])).await;
     let out = run_bin(&["--config", config.to_str().unwrap()], &env, None);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("DEBUG") || stderr(&out).contains("batch done"), "{}", stderr(&out));
+    // Proof that debug logging was on: a line at DEBUG level (an INFO line proves nothing).
+    assert!(has_level(&stderr(&out), "DEBUG"), "no DEBUG line: {}", stderr(&out));
     assert_nothing_leaks("debug run", &out, &seeded.forbidden);
 
     let config = write_config(&env, &dir, &overrides(&seeded, "trace", &[])).await;
     let out = run_bin(&["--config", config.to_str().unwrap()], &env, None);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has_level(&stderr(&out), "DEBUG"), "no DEBUG line at trace: {}", stderr(&out));
     assert_nothing_leaks("trace run", &out, &seeded.forbidden);
 
     let json = write_config(&env, &dir, &overrides(&seeded, "debug", &[("LOG_FORMAT", "json")])).await;
     let out = run_bin(&["--config", json.to_str().unwrap()], &env, None);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(r#""level":"DEBUG""#), "no DEBUG JSON line: {}", stderr(&out));
     assert_nothing_leaks("json run", &out, &seeded.forbidden);
 
     assert_eq!(by_key(&env.sent().await).len(), seeded.reservations);
     drop_user(&env, &seeded.ew_user).await;
     env.cleanup().await;
+}
+
+/// Whether a text log line at `level` is in `stderr` (the level is the line's first or
+/// second word, after the timestamp).
+fn has_level(stderr: &str, level: &str) -> bool {
+    stderr.lines().any(|l| l.split_whitespace().take(2).any(|w| w == level))
 }
 
 /// Serves `response` (a whole HTTP response) to every connection on a loopback port.

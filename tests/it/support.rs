@@ -279,7 +279,10 @@ impl TestEnv {
     /// One run with the real stages.
     pub async fn run(&self, changes: &[(&str, Option<&str>)]) -> Result<RunSummary, app::AppError> {
         let settings = self.settings(changes).await;
-        app::run_once(&settings, &self.sdk, &self.stack.aws()).await
+        // Bounded: a run that hangs fails its test instead of hanging the suite.
+        tokio::time::timeout(Duration::from_secs(300), app::run_once(&settings, &self.sdk, &self.stack.aws()))
+            .await
+            .expect("the run did not finish within 300 s")
     }
 
     pub async fn insert_rows(&self, rows: &[Row]) {

@@ -26,7 +26,7 @@ struct TlsServer {
 /// Starts the TLS server (idempotent; quick when it already runs) and reads its address.
 fn tls_server() -> TlsServer {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tls-postgres.sh");
-    let out = Command::new(script).arg("up").output().expect("run scripts/tls-postgres.sh");
+    let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "tls-postgres.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
     let var = |name: &str| -> String {
@@ -66,6 +66,30 @@ async fn connect(settings: &DbSettings, redshift: bool) -> Result<bool, DbError>
     Ok(ssl)
 }
 
+/// Why a refusal happened: a connection refused at the TCP level, a server without TLS or
+/// a wrong password would also give an error, so the reason must be the certificate's.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The chain does not lead to a trusted CA.
+    UntrustedCa,
+    /// The certificate does not name the host connected to.
+    WrongName,
+}
+
+fn assert_refused(got: Result<bool, DbError>, why: Refusal, what: &str) {
+    let err = match got {
+        Ok(ssl) => panic!("{what}: connected (ssl {ssl}) where a {why:?} refusal was due"),
+        Err(e) => e,
+    };
+    let text = err.message.to_lowercase();
+    assert!(text.contains("certificate"), "{what}: not a certificate error: {err}");
+    let reason = match why {
+        Refusal::UntrustedCa => text.contains("unknownissuer") || text.contains("unknown issuer"),
+        Refusal::WrongName => text.contains("not valid for name") || text.contains("notvalidforname"),
+    };
+    assert!(reason, "{what}: refused, but not for {why:?}: {err}");
+}
+
 #[tokio::test]
 async fn verify_full_accepts_the_names_in_the_certificate_and_refuses_others() {
     let s = tls_server();
@@ -75,15 +99,13 @@ async fn verify_full_accepts_the_names_in_the_certificate_and_refuses_others() {
             assert!(got.as_ref().is_ok_and(|ssl| *ssl), "{host} (redshift {redshift}): {got:?}");
         }
         // 127.0.0.2 reaches the same server but is not in the certificate.
-        let err =
-            connect(&db(&s, "127.0.0.2", SslMode::VerifyFull, Some(&s.ca)), redshift).await.unwrap_err();
-        assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+        let got = connect(&db(&s, "127.0.0.2", SslMode::VerifyFull, Some(&s.ca)), redshift).await;
+        assert_refused(got, Refusal::WrongName, "verify-full, 127.0.0.2");
         // A CA that did not sign the server's certificate, and the system roots alone.
-        let err = connect(&db(&s, "localhost", SslMode::VerifyFull, Some(&s.other_ca)), redshift)
-            .await
-            .unwrap_err();
-        assert!(err.message.to_lowercase().contains("certificate"), "{err}");
-        assert!(connect(&db(&s, "localhost", SslMode::VerifyFull, None), redshift).await.is_err());
+        let got = connect(&db(&s, "localhost", SslMode::VerifyFull, Some(&s.other_ca)), redshift).await;
+        assert_refused(got, Refusal::UntrustedCa, "verify-full, another CA");
+        let got = connect(&db(&s, "localhost", SslMode::VerifyFull, None), redshift).await;
+        assert_refused(got, Refusal::UntrustedCa, "verify-full, system roots");
     }
 }
 
@@ -92,11 +114,13 @@ async fn verify_ca_checks_the_chain() {
     let s = tls_server();
     let got = connect(&db(&s, "localhost", SslMode::VerifyCa, Some(&s.ca)), false).await;
     assert!(got.as_ref().is_ok_and(|ssl| *ssl), "{got:?}");
-    assert!(connect(&db(&s, "localhost", SslMode::VerifyCa, Some(&s.other_ca)), false).await.is_err());
+    let got = connect(&db(&s, "localhost", SslMode::VerifyCa, Some(&s.other_ca)), false).await;
+    assert_refused(got, Refusal::UntrustedCa, "verify-ca, another CA");
     // Stricter than libpq today: sqlx 0.8's verify-ca verifier recognises only rustls's
     // older "not valid for name" error, so a name mismatch is still refused. Failing
     // closed is safe; this assertion flags the day it changes.
-    assert!(connect(&db(&s, "127.0.0.2", SslMode::VerifyCa, Some(&s.ca)), false).await.is_err());
+    let got = connect(&db(&s, "127.0.0.2", SslMode::VerifyCa, Some(&s.ca)), false).await;
+    assert_refused(got, Refusal::WrongName, "verify-ca, 127.0.0.2");
 }
 
 #[tokio::test]
@@ -189,7 +213,9 @@ async fn a_run_verifies_sierra_and_redshift_by_default_for_redshift() {
     let bad = as_changes(&tls(&other));
     let bad: Vec<(&str, Option<&str>)> = bad.iter().map(|(k, v)| (*k, v.as_deref())).collect();
     let err = env.run(&bad).await.unwrap_err();
-    assert!(err.to_string().starts_with("Redshift"), "{err}");
+    let text = err.to_string();
+    assert!(text.starts_with("Redshift: cannot connect"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "refused for its certificate: {text}");
     assert!(env.sent().await.is_empty());
 
     let good = as_changes(&tls(&ca));

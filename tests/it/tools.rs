@@ -212,6 +212,7 @@ async fn cursor_set_exits_4_when_another_writer_moved_the_cursor_meanwhile() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _bound = crate::process::kill_after(child.id(), crate::process::RUN_LIMIT);
     // Wait for the question: the cursor (and its ETag) has been read by then.
     let mut stderr = child.stderr.take().unwrap();
     let mut seen = Vec::new();
@@ -376,7 +377,7 @@ async fn backfills_of_disjoint_ranges_run_side_by_side_and_leave_the_main_cursor
     let a = spawn("2024-03-01", "2024-03-03");
     let b = spawn("2024-03-03", "2024-03-04");
     for child in [a, b] {
-        let out = child.wait_with_output().unwrap();
+        let out = crate::process::output_of(child, crate::process::RUN_LIMIT);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let sent = by_key(&env.sent().await);
@@ -396,7 +397,7 @@ async fn backfills_of_disjoint_ranges_run_side_by_side_and_leave_the_main_cursor
         .unwrap();
     let own = String::from_utf8(own.body.collect().await.unwrap().into_bytes().to_vec()).unwrap();
     assert_eq!(own, r#"{"pcr_key": "22", "pcr_date_time": "2024-03-02 12:00:02"}"#);
-    let out = spawn("2024-03-01", "2024-03-03").wait_with_output().unwrap();
+    let out = crate::process::output_of(spawn("2024-03-01", "2024-03-03"), crate::process::RUN_LIMIT);
     assert!(out.status.success());
     assert_eq!(env.sent().await.len(), 9);
 
@@ -525,6 +526,7 @@ async fn every_keeps_running_until_sigterm_then_exits_6() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _bound = crate::process::kill_after(child.id(), crate::process::RUN_LIMIT);
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -558,7 +560,8 @@ fn every_subcommand_has_help_with_an_example() {
         &["reconcile", "--help"],
         &["pseudonymize", "--help"],
     ] {
-        let out = Command::new(BIN).args(args).output().unwrap();
+        let out =
+            crate::process::output_within(Command::new(BIN).args(args), std::time::Duration::from_secs(60));
         let help = text(&out.stdout);
         assert!(out.status.success() && help.contains("Example"), "{args:?}: {help}");
     }
