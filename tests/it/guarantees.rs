@@ -419,7 +419,13 @@ async fn db_statement_timeout_seconds_cancels_a_slow_sierra_query() {
         .unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("Sierra"), "{text}");
-    assert!(text.contains("statement timed out after 1s"), "{text}");
+    // The server's own statement_timeout and the poller's timer race, both set from the
+    // variable: either ends the query.
+    assert!(
+        text.contains("statement timed out after 1s")
+            || text.contains("57014: canceling statement due to statement timeout"),
+        "{text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3), "cancelled before the 3 s query ended");
     assert!(env.sent().await.is_empty());
     assert_eq!(env.cursor_object().await, None, "nothing acknowledged, no cursor");
