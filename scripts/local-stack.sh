@@ -252,7 +252,7 @@ except Exception:
     sys.exit(1)' "$1"; }
 
 # Exit 0 when the URL serves this checkout's PcReserve schema response (the same JSON as
-# fixtures/PcReserve-schema-response.json); otherwise print why, in one line.
+# tests/fixtures/PcReserve-schema-response.json); otherwise print why, in one line.
 schema_ok() { "$PY" -c 'import json, sys, urllib.request
 try:
     with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
@@ -262,8 +262,8 @@ except Exception as e:
 with open(sys.argv[2]) as f:
     want = json.load(f)
 if body != want:
-    print(f"GET {sys.argv[1]} answers something else than scripts/fixtures/PcReserve-schema-response.json"); sys.exit(1)' \
-    "$1" "$SCRIPTS_DIR/fixtures/PcReserve-schema-response.json"; }
+    print(f"GET {sys.argv[1]} answers something else than tests/fixtures/PcReserve-schema-response.json"); sys.exit(1)' \
+    "$1" "$ROOT/tests/fixtures/PcReserve-schema-response.json"; }
 
 # The pid listening on 127.0.0.1:PORT, if it can be found (ss, lsof, then /proc).
 port_pid() {

@@ -12,7 +12,7 @@ from pathlib import Path
 SCRIPTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SCRIPTS_DIR.parent
 LOCAL_DIR = REPO_ROOT / ".local"
-FIXTURES_DIR = SCRIPTS_DIR / "fixtures"
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 SALT_FILE = LOCAL_DIR / "salt"
 
 REGION = "us-east-1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serve the PcReserve schema response on loopback, like the NYPL Platform API.
 
-GET /api/v0.1/current-schemas/PcReserve -> scripts/fixtures/PcReserve-schema-response.json
+GET /api/v0.1/current-schemas/PcReserve -> tests/fixtures/PcReserve-schema-response.json
 (200, application/json); anything else -> 404. Standard library only.
 
 Usage: schema_server.py [--host 127.0.0.1] [--port 5056]
@@ -13,7 +13,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATH = "/api/v0.1/current-schemas/PcReserve"
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "PcReserve-schema-response.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "PcReserve-schema-response.json")
 
 
 class Handler(BaseHTTPRequestHandler):

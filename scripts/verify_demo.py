@@ -7,7 +7,7 @@
 Computes, in Python, the expected PcReserve record of every reservation strictly after the
 cursor (default: from the beginning; rows with a NULL pcrDateTime are never selected),
 following docs/behaviour.md §4, §5 and §11; reads every record of every shard of the Kinesis stream
-from TRIM_HORIZON, decodes each with scripts/fixtures/PcReserve-schema.avsc, and compares them
+from TRIM_HORIZON, decodes each with tests/fixtures/PcReserve-schema.avsc, and compares them
 as multisets on all 13 fields. Also checks the S3 cursor object against the last reservation.
 Reports counts and pseudonymous keys only, never raw values. Exit 0 only when all matches;
 1 on a mismatch; 2 on a usage or setup error.
