@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::domain::RetrievalStatus;
 use crate::pipeline::RunSummary;
 
 /// The CloudWatch namespace of every metric.
@@ -43,15 +44,14 @@ fn document(environment: &str, metrics: &[(&str, &str, Value)]) -> Value {
 
 /// The EMF document of a finished run.
 pub fn run_document(environment: &str, s: &RunSummary) -> Value {
-    let status = |n: &str| s.by_status.get(n).copied().unwrap_or(0);
     let mut metrics = vec![
         ("RunsFailed", "Count", json!(0)),
         ("Batches", "Count", json!(s.batches)),
         ("Reservations", "Count", json!(s.reservations)),
         ("RecordsSent", "Count", json!(s.records())),
-        ("RecordsFound", "Count", json!(status("found"))),
-        ("RecordsGuestPass", "Count", json!(status("guest_pass"))),
-        ("RecordsMissing", "Count", json!(status("missing"))),
+        ("RecordsFound", "Count", json!(s.count(RetrievalStatus::Found))),
+        ("RecordsGuestPass", "Count", json!(s.count(RetrievalStatus::GuestPass))),
+        ("RecordsMissing", "Count", json!(s.count(RetrievalStatus::Missing))),
         ("Requests", "Count", json!(s.requests)),
         ("RecordsResent", "Count", json!(s.resent)),
         ("Retries", "Count", json!(s.retries)),
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn emf_declares_every_metric_it_carries() {
         let mut s = RunSummary::default();
-        s.by_status.insert("found", 3);
+        s.by_status.insert(RetrievalStatus::Found, 3);
         s.reservations = 3;
         let doc = run_document("qa", &s);
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
