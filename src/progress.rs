@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::pipeline::{Progress, ProgressHook};
 
@@ -91,10 +91,21 @@ pub fn render(total: Option<u64>, done: u64, elapsed_secs: f64) -> String {
                 "#".repeat(filled),
                 ".".repeat(width as usize - filled),
                 done_c * 100 / total,
-                crate::commands::human_duration(std::time::Duration::from_secs(eta)),
+                human_duration(Duration::from_secs(eta)),
             )
         }
         None => format!("{done} reservations  {rate:.0}/s"),
+    }
+}
+
+/// Formats a duration for people: `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 
@@ -108,5 +119,11 @@ mod tests {
         assert!(line.starts_with("[###############...............]  50% 500/1000"), "{line}");
         assert!(line.contains("100/s") && line.ends_with("ETA 5s"), "{line}");
         assert_eq!(render(None, 10, 0.0), "10 reservations  0/s");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1h 2m");
+        assert_eq!(human_duration(Duration::from_secs(59)), "59s");
     }
 }

@@ -45,12 +45,12 @@ impl std::fmt::Display for CursorReport {
                 f,
                 "written       {} ({} ago)",
                 w.format("%Y-%m-%d %H:%M:%S UTC"),
-                super::human_duration(age)
+                crate::progress::human_duration(age)
             )?;
         }
         let newest = self.newest.map_or_else(|| "none".into(), format_date_time);
         let lag = match (self.cursor, self.newest) {
-            (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), super::human_duration),
+            (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), crate::progress::human_duration),
             (None, _) => "-".into(),
         };
         write!(f, "behind        {} reservation(s) after it; newest {newest}; lag {lag}", self.behind)
