@@ -9,7 +9,7 @@ use crate::domain::RetrievalStatus;
 use crate::pipeline::RunSummary;
 
 /// The CloudWatch namespace of every metric.
-pub const NAMESPACE: &str = "PcReservePoller";
+pub(crate) const NAMESPACE: &str = "PcReservePoller";
 
 /// Where metrics go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,7 +43,7 @@ fn document(environment: &str, metrics: &[(&str, &str, Value)]) -> Value {
 }
 
 /// The EMF document of a finished run.
-pub fn run_document(environment: &str, s: &RunSummary) -> Value {
+pub(crate) fn run_document(environment: &str, s: &RunSummary) -> Value {
     let mut metrics = vec![
         ("RunsFailed", "Count", json!(0)),
         ("Batches", "Count", json!(s.batches)),
@@ -64,19 +64,19 @@ pub fn run_document(environment: &str, s: &RunSummary) -> Value {
 }
 
 /// The EMF document of a failed run.
-pub fn failure_document(environment: &str) -> Value {
+pub(crate) fn failure_document(environment: &str) -> Value {
     document(environment, &[("RunsFailed", "Count", json!(1))])
 }
 
 /// The EMF document of a run refused or stopped by the lease (exit code 3): another runner
 /// was sending, which is an expected overlap rather than a failure, so it counts as
 /// `RunsRefused` and `RunsFailed` stays 0.
-pub fn refused_document(environment: &str) -> Value {
+pub(crate) fn refused_document(environment: &str) -> Value {
     document(environment, &[("RunsFailed", "Count", json!(0)), ("RunsRefused", "Count", json!(1))])
 }
 
 /// Prints one document as a line on standard output.
-pub fn emit(doc: &Value) {
+pub(crate) fn emit(doc: &Value) {
     use std::io::Write as _;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

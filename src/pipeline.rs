@@ -205,7 +205,7 @@ impl RunSummary {
     }
 
     /// Records sent (or built) with one retrieval status; 0 when none.
-    pub fn count(&self, status: RetrievalStatus) -> u64 {
+    pub(crate) fn count(&self, status: RetrievalStatus) -> u64 {
         self.by_status.get(&status).copied().unwrap_or(0)
     }
 }

@@ -13,7 +13,7 @@ use crate::state::{CursorStore as _, S3CursorStore, StateError};
 
 /// What `cursor show` prints.
 #[derive(Debug)]
-pub struct CursorReport {
+pub(crate) struct CursorReport {
     /// `s3://bucket/key`.
     pub location: String,
     /// The cursor, if the object exists.
@@ -61,7 +61,7 @@ impl CursorReport {
     /// The `--format json` object. Times are Envisionware's (`pcr_date_time`, `newest`) or
     /// UTC in RFC 3339 (`written`); `lag_seconds` is how far the cursor is behind the
     /// newest reservation, null without a cursor or reservations.
-    pub fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    pub(crate) fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
         let secs = |d: Duration| d.as_secs();
         serde_json::json!({
             "location": self.location,

@@ -22,13 +22,13 @@ use crate::domain::Cursor;
 /// Gathers the configuration (phase one), installs the logger it asks for and logs at
 /// DEBUG where the configuration comes from (the tools: their answers would otherwise
 /// start with it).
-pub fn gather_and_log(config: &ConfigArgs, source: &app::ConfigSource) -> Result<RawConfig, AppError> {
+pub(crate) fn gather_and_log(config: &ConfigArgs, source: &app::ConfigSource) -> Result<RawConfig, AppError> {
     gather_and_log_source(config, source, false)
 }
 
 /// [`gather_and_log`], logging where the configuration comes from once: at INFO when
 /// `announce` (runs), else at DEBUG.
-pub fn gather_and_log_source(
+pub(crate) fn gather_and_log_source(
     config: &ConfigArgs,
     source: &app::ConfigSource,
     announce: bool,
@@ -59,6 +59,6 @@ pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
 }
 
 /// Cursor lag: how far `cursor` is behind the newest reservation (zero when caught up).
-pub fn lag(cursor: Cursor, newest: Option<NaiveDateTime>) -> Option<Duration> {
+pub(crate) fn lag(cursor: Cursor, newest: Option<NaiveDateTime>) -> Option<Duration> {
     newest.map(|n| (n - cursor.date_time).to_std().unwrap_or(Duration::ZERO))
 }

@@ -122,7 +122,7 @@ async fn once(
 }
 
 /// The default `--output` of a dry run.
-pub fn default_output(format: DryRunFormat) -> PathBuf {
+pub(crate) fn default_output(format: DryRunFormat) -> PathBuf {
     PathBuf::from(match format {
         DryRunFormat::Jsonl => "dry-run.jsonl",
         DryRunFormat::Avro => "dry-run.avro",
@@ -165,7 +165,7 @@ async fn cursor_lag(settings: &Settings, cursor: Cursor) -> Option<Duration> {
 }
 
 /// A full run whose records go to a file; neither Kinesis nor the S3 cursor is touched.
-pub async fn dry_run(
+pub(crate) async fn dry_run(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
