@@ -135,34 +135,10 @@ pub fn gather(source: &ConfigSource) -> Result<RawConfig, ConfigError> {
     RawConfig::gather(source.path.as_deref(), &|name| std::env::var(name).ok(), &source.flags)
 }
 
-/// The AWS settings visible before decryption.
-pub(crate) fn aws_settings(raw: &RawConfig) -> AwsSettings {
-    use crate::config::variables::{self as var, Variable};
-    let text = |v: &Variable| raw.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
-    AwsSettings {
-        region: text(&var::AWS_REGION),
-        profile: text(&var::AWS_PROFILE),
-        endpoint_url: text(&var::AWS_ENDPOINT_URL),
-        credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
-            (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
-                access_key_id,
-                secret_access_key: secrecy::SecretString::from(secret),
-                session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
-            }),
-            _ => None,
-        },
-        // An invalid value falls back to the default here; validation reports it later.
-        max_attempts: text(&var::RETRY_ATTEMPTS)
-            .and_then(|v| v.parse().ok())
-            .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
-            .unwrap_or(1),
-    }
-}
-
 /// Phase two: decrypts and validates; returns the settings and the shared AWS config.
 pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), ConfigError> {
     raw.check_required()?;
-    let aws = aws_settings(&raw);
+    let aws = raw.aws_settings();
     let sdk = sdk_config(&aws).await;
     let settings = raw.resolve(&KmsDecrypter::new(&sdk)).await?;
     Ok((settings, sdk, aws))
@@ -170,7 +146,7 @@ pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSett
 
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
-    let aws = aws_settings(&raw);
+    let aws = raw.aws_settings();
     let name = crate::config::variables::BCRYPT_SALT.name;
     let salt_text = if let Some(v) = raw.plain(name) {
         secrecy::SecretString::from(v.to_string())
@@ -385,4 +361,19 @@ async fn run_stages(
     };
     let options = RunOptions { progress, stop, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::documented_defaults_tests::with;
+
+    #[test]
+    fn pseudonym_threads_sizes_the_hashing_pool_and_0_means_one_per_core() {
+        let three = pseudonymizer(&with(&[("PSEUDONYM_THREADS", "3")]).unwrap()).unwrap();
+        assert_eq!(three.threads(), 3);
+        let default = pseudonymizer(&with(&[]).unwrap()).unwrap();
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        assert_eq!(default.threads(), cores, "README: one per core by default");
+    }
 }

@@ -296,6 +296,31 @@ pub(crate) fn default_path(environment: &str) -> PathBuf {
 }
 
 impl RawConfig {
+    /// The AWS settings visible before decryption.
+    pub(crate) fn aws_settings(&self) -> crate::aws::AwsSettings {
+        use crate::config::variables::{self as var, Variable};
+        let text =
+            |v: &Variable| self.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        crate::aws::AwsSettings {
+            region: text(&var::AWS_REGION),
+            profile: text(&var::AWS_PROFILE),
+            endpoint_url: text(&var::AWS_ENDPOINT_URL),
+            credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
+                (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
+                    access_key_id,
+                    secret_access_key: secrecy::SecretString::from(secret),
+                    session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
+                }),
+                _ => None,
+            },
+            // An invalid value falls back to the default here; validation reports it later.
+            max_attempts: text(&var::RETRY_ATTEMPTS)
+                .and_then(|v| v.parse().ok())
+                .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
+                .unwrap_or(1),
+        }
+    }
+
     /// Gathers variables from the file at `path` (if given), the environment (through
     /// `env`, so tests need not touch the process), and `flags`.
     pub fn gather(
@@ -697,7 +722,7 @@ pub(crate) fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, Confi
 }
 
 #[cfg(test)]
-mod documented_defaults_tests;
+pub(crate) mod documented_defaults_tests;
 
 #[cfg(test)]
 mod tests {
@@ -925,10 +950,10 @@ mod tests {
     fn optional_variable_effects() -> Vec<(&'static str, &'static str, &'static str, Observe)> {
         vec![
             effect("AWS_PROFILE", "pcr-admin", "Some(\"pcr-admin\")", |r, _| {
-                format!("{:?}", crate::app::aws_settings(r).profile)
+                format!("{:?}", r.aws_settings().profile)
             }),
             effect("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "Some(\"http://127.0.0.1:9\")", |r, _| {
-                format!("{:?}", crate::app::aws_settings(r).endpoint_url)
+                format!("{:?}", r.aws_settings().endpoint_url)
             }),
             // Static credentials take effect only as a pair; each one alone must still be
             // read from the environment (the SDK's chain reads the pair there too).
