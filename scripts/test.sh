@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
 # lints the Dockerfile and the GitHub workflows (scripts/lint-deploy.sh), checks the supply
-# chain (cargo deny), checks that every test the guarantee table of docs/testing.md names
-# exists, runs the unit and integration tests of every workspace member (the TLS tests start
+# chain (cargo deny) and that every declared dependency is used (cargo machete), checks
+# that every test the guarantee table of docs/testing.md names exists, runs the unit and integration tests of every workspace member (the TLS tests start
 # their own PostgreSQL with TLS, scripts/tls-postgres.sh), checks that the image's build
 # stage builds from what the Dockerfile copies (scripts/check-image-context.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
@@ -39,6 +39,9 @@ timeout 600 scripts/lint-deploy.sh
 
 step "cargo deny: licences, bans, sources (offline)"
 scripts/cargo-deny.sh
+
+step "cargo machete: no unused dependencies"
+scripts/cargo-machete.sh
 
 step "docs/testing.md: every test the guarantee table names exists"
 python3 scripts/check_test_table.py

@@ -26,21 +26,21 @@ use crate::stop::{StopReason, StopToken};
 /// Exit code: the run failed (a dependency or the data).
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code: the configuration or the command line is wrong; nothing was done.
-pub const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 /// Exit code: another runner holds the lease (or took it during this run); this run sent
 /// nothing more.
 pub const EXIT_LEASE_HELD: u8 = 3;
 /// Exit code: another writer changed the cursor; this run stopped without sending more.
-pub const EXIT_CONFLICT: u8 = 4;
+pub(crate) const EXIT_CONFLICT: u8 = 4;
 /// Exit code: Envisionware's oldest row is newer than the cursor: reservations were
 /// purged before they were sent.
 pub const EXIT_RETENTION_LOST: u8 = 5;
 /// Exit code: stopped by SIGTERM or SIGINT after saving the cursor of what was acknowledged.
 pub const EXIT_STOPPED: u8 = 6;
 /// Exit code: `check` found a failing dependency.
-pub const EXIT_CHECK_FAILED: u8 = 7;
+pub(crate) const EXIT_CHECK_FAILED: u8 = 7;
 /// Exit code: `reconcile` found a difference larger than its tolerance.
-pub const EXIT_RECONCILE_DIFFERENCE: u8 = 8;
+pub(crate) const EXIT_RECONCILE_DIFFERENCE: u8 = 8;
 
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
@@ -135,34 +135,10 @@ pub fn gather(source: &ConfigSource) -> Result<RawConfig, ConfigError> {
     RawConfig::gather(source.path.as_deref(), &|name| std::env::var(name).ok(), &source.flags)
 }
 
-/// The AWS settings visible before decryption.
-pub fn aws_settings(raw: &RawConfig) -> AwsSettings {
-    use crate::config::variables::{self as var, Variable};
-    let text = |v: &Variable| raw.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
-    AwsSettings {
-        region: text(&var::AWS_REGION),
-        profile: text(&var::AWS_PROFILE),
-        endpoint_url: text(&var::AWS_ENDPOINT_URL),
-        credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
-            (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
-                access_key_id,
-                secret_access_key: secrecy::SecretString::from(secret),
-                session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
-            }),
-            _ => None,
-        },
-        // An invalid value falls back to the default here; validation reports it later.
-        max_attempts: text(&var::RETRY_ATTEMPTS)
-            .and_then(|v| v.parse().ok())
-            .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
-            .unwrap_or(1),
-    }
-}
-
 /// Phase two: decrypts and validates; returns the settings and the shared AWS config.
-pub async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), ConfigError> {
+pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), ConfigError> {
     raw.check_required()?;
-    let aws = aws_settings(&raw);
+    let aws = raw.aws_settings();
     let sdk = sdk_config(&aws).await;
     let settings = raw.resolve(&KmsDecrypter::new(&sdk)).await?;
     Ok((settings, sdk, aws))
@@ -170,7 +146,7 @@ pub async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSettings), 
 
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
-    let aws = aws_settings(&raw);
+    let aws = raw.aws_settings();
     let name = crate::config::variables::BCRYPT_SALT.name;
     let salt_text = if let Some(v) = raw.plain(name) {
         secrecy::SecretString::from(v.to_string())
@@ -229,7 +205,7 @@ pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
 
 /// Opens Envisionware's pool as a run does (connections retried by `retry`) and returns the
 /// reader on it: the run's source, and what the tools ask their questions through.
-pub async fn connect_envisionware(
+pub(crate) async fn connect_envisionware(
     settings: &Settings,
     retry: &RetryPolicy,
 ) -> Result<Envisionware, AppError> {
@@ -242,7 +218,7 @@ pub async fn connect_envisionware(
 
 /// Opens Redshift's pool as a run does and returns the lookup on it: the run's, and the
 /// warehouse counts `reconcile` asks for.
-pub async fn connect_redshift(settings: &Settings) -> Result<Redshift, AppError> {
+pub(crate) async fn connect_redshift(settings: &Settings) -> Result<Redshift, AppError> {
     let pool = connect_pg(
         "Redshift connect",
         pg_options(&settings.redshift, true, settings.statement_timeout),
@@ -260,7 +236,7 @@ pub async fn connect_redshift(settings: &Settings) -> Result<Redshift, AppError>
 }
 
 /// The store of the run's cursor (`S3_RESOURCE` in `S3_BUCKET`).
-pub fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
+pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
     S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone())
 }
 
@@ -271,7 +247,7 @@ pub fn pseudonymizer(settings: &Settings) -> Result<Pseudonymizer, AppError> {
 }
 
 /// An S3 client honouring the endpoint's addressing style.
-pub fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(sdk: &SdkConfig, aws: &AwsSettings) -> aws_sdk_s3::Client {
     let s3_conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(s3_path_style(aws)).build();
     aws_sdk_s3::Client::from_conf(s3_conf)
 }
@@ -302,7 +278,7 @@ pub async fn run_once(
 }
 
 /// Performs one run with the real stages, stopping early when `stop` is set.
-pub async fn run_until_stopped(
+pub(crate) async fn run_until_stopped(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
@@ -315,7 +291,7 @@ pub async fn run_until_stopped(
 /// stopping early when `stop` is set. Unless the cursor is ignored, the run first takes
 /// the lease next to the cursor (exit code 3 when another runner holds it), keeps it
 /// renewed, and releases it at the end, whatever the outcome.
-pub async fn run_once_with(
+pub(crate) async fn run_once_with(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
@@ -385,4 +361,19 @@ async fn run_stages(
     };
     let options = RunOptions { progress, stop, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::documented_defaults_tests::with;
+
+    #[test]
+    fn pseudonym_threads_sizes_the_hashing_pool_and_0_means_one_per_core() {
+        let three = pseudonymizer(&with(&[("PSEUDONYM_THREADS", "3")]).unwrap()).unwrap();
+        assert_eq!(three.threads(), 3);
+        let default = pseudonymizer(&with(&[]).unwrap()).unwrap();
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        assert_eq!(default.threads(), cores, "README: one per core by default");
+    }
 }

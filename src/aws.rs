@@ -100,7 +100,7 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 
 /// Whether S3 must use path-style addressing: with a custom endpoint (a local emulator on
 /// an IP address has no virtual-host names).
-pub fn s3_path_style(settings: &AwsSettings) -> bool {
+pub(crate) fn s3_path_style(settings: &AwsSettings) -> bool {
     settings.endpoint_url.is_some()
         || std::env::var_os("AWS_ENDPOINT_URL").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
@@ -154,7 +154,7 @@ fn endpoint(service: &str) -> String {
 }
 
 /// Every message of an error's cause chain on one line, repeated messages once.
-pub fn chain_text(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = next {
@@ -217,7 +217,7 @@ fn credentials_text(err: &CredentialsError) -> String {
 /// expired or refused say which chain was tried and the usual fixes; an unreachable
 /// endpoint is named; an access denial names the IAM action; any other service error is
 /// its code and message. Never the raw response or the SDK's debug output.
-pub fn error_text<E, R>(err: &SdkError<E, R>) -> String
+pub(crate) fn error_text<E, R>(err: &SdkError<E, R>) -> String
 where
     E: StdError + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + 'static,
@@ -227,7 +227,7 @@ where
 
 /// [`error_text`] for a call on a known resource (an ARN): a denial then names the action
 /// and the resource the role must be allowed, as `deploy/iam-policy.json` grants them.
-pub fn error_text_on<E, R>(err: &SdkError<E, R>, resource: Option<&str>) -> String
+pub(crate) fn error_text_on<E, R>(err: &SdkError<E, R>, resource: Option<&str>) -> String
 where
     E: StdError + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + 'static,

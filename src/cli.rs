@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -256,8 +257,42 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Parses a date-time given on the command line: `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS`
+/// or a bare date (midnight).
 fn parse_date_time(text: &str) -> Result<chrono::NaiveDateTime, String> {
-    crate::commands::parse_date_time_arg(text)
+    crate::domain::parse_naive_date_time(text).ok_or_else(|| {
+        format!("`{}` is not a date-time like 2024-05-01 or '2024-05-01 13:00:00'", text.trim())
+    })
+}
+
+/// Parses `--every`: `90s`, `15m`, `1h`, `1h30m`, or plain seconds.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("`{t}` is not an interval like 30s, 15m, 1h or 1h30m");
+    if let Ok(secs) = t.parse::<u64>() {
+        return (secs > 0).then(|| Duration::from_secs(secs)).ok_or_else(bad);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 fn parse_utc(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -290,8 +325,8 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// Keep running: one run per interval (30s, 15m, 1h...); SIGTERM/SIGINT stop it after
     /// the current run (exit code 6).
-    #[arg(long, value_name = "DURATION", value_parser = crate::commands::run::parse_interval)]
-    pub every: Option<std::time::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub every: Option<Duration>,
     /// Also print the run summary as metrics on standard output (emf: CloudWatch Embedded
     /// Metric Format).
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -315,6 +350,27 @@ impl ConfigArgs {
             }
         }
         ConfigSource { path, flags }
+    }
+}
+
+/// The day `reconcile` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileDay {
+    /// A calendar date.
+    On(chrono::NaiveDate),
+    /// So many days before today by Envisionware's clock (`yesterday` is 1, `today` 0), so a
+    /// scheduled check needs no date arithmetic of its own.
+    DaysAgo(u32),
+}
+
+/// Parses `--date`: `YYYY-MM-DD`, `yesterday` or `today`.
+fn parse_reconcile_day(text: &str) -> Result<ReconcileDay, String> {
+    match text {
+        "yesterday" => Ok(ReconcileDay::DaysAgo(1)),
+        "today" => Ok(ReconcileDay::DaysAgo(0)),
+        _ => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map(ReconcileDay::On)
+            .map_err(|_| format!("expected YYYY-MM-DD, yesterday or today, not {text:?}")),
     }
 }
 
@@ -360,25 +416,22 @@ mod tests {
         assert_eq!(src.flags["LOG_LEVEL"], "debug");
         assert!(Cli::try_parse_from(["p", "--set", "novalue"]).is_err());
     }
-}
 
-/// The day `reconcile` counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReconcileDay {
-    /// A calendar date.
-    On(chrono::NaiveDate),
-    /// So many days before today by Envisionware's clock (`yesterday` is 1, `today` 0), so a
-    /// scheduled check needs no date arithmetic of its own.
-    DaysAgo(u32),
-}
+    #[test]
+    fn command_line_dates() {
+        assert_eq!(parse_date_time("2024-05-01").unwrap().to_string(), "2024-05-01 00:00:00");
+        assert_eq!(parse_date_time("2024-05-01T13:00:05").unwrap().to_string(), "2024-05-01 13:00:05");
+        assert!(parse_date_time("yesterday").is_err());
+    }
 
-/// Parses `--date`: `YYYY-MM-DD`, `yesterday` or `today`.
-fn parse_reconcile_day(text: &str) -> Result<ReconcileDay, String> {
-    match text {
-        "yesterday" => Ok(ReconcileDay::DaysAgo(1)),
-        "today" => Ok(ReconcileDay::DaysAgo(0)),
-        _ => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map(ReconcileDay::On)
-            .map_err(|_| format!("expected YYYY-MM-DD, yesterday or today, not {text:?}")),
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_interval("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_interval("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("15").is_ok());
+        assert!(parse_interval("15x").is_err());
+        assert!(parse_interval("m").is_err());
     }
 }

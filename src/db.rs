@@ -47,7 +47,7 @@ impl DbError {
     }
 
     /// A statement that did not finish within the statement timeout.
-    pub fn timed_out(after: Duration) -> Self {
+    pub(crate) fn timed_out(after: Duration) -> Self {
         Self { message: format!("statement timed out after {}s", after.as_secs()), transient: true }
     }
 }
@@ -65,7 +65,7 @@ fn is_transient_sqlstate(code: &str) -> bool {
 
 /// Removes what a database message may echo: quoted values and runs of 5+ digits
 /// (barcodes, patron ids, keys), keeping the message's shape for debugging.
-pub fn scrub(text: &str) -> String {
+pub(crate) fn scrub(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -100,7 +100,7 @@ pub fn scrub(text: &str) -> String {
 }
 
 /// Runs a query future under the statement timeout, scrubbing its error.
-pub async fn with_timeout<T>(
+pub(crate) async fn with_timeout<T>(
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, DbError> {
@@ -114,7 +114,7 @@ pub async fn with_timeout<T>(
 /// Checks, for `check`, that the result column `name` of a prepared statement decodes as
 /// `T`, the type the run reads it as (a query that matches nothing has no row whose
 /// values could show a wrong type).
-pub fn expect_column<DB, T>(columns: &[DB::Column], name: &str) -> Result<(), DbError>
+pub(crate) fn expect_column<DB, T>(columns: &[DB::Column], name: &str) -> Result<(), DbError>
 where
     DB: sqlx::Database,
     T: sqlx::Type<DB>,
@@ -139,7 +139,7 @@ where
 }
 
 /// Prefixes a database error with what was being done (`check` names the statement).
-pub fn context(what: &str) -> impl Fn(DbError) -> DbError + '_ {
+pub(crate) fn context(what: &str) -> impl Fn(DbError) -> DbError + '_ {
     move |e| DbError { message: format!("{what}: {}", e.message), transient: e.transient }
 }
 
@@ -147,10 +147,10 @@ pub fn context(what: &str) -> impl Fn(DbError) -> DbError + '_ {
 /// least recently used one beyond this, so they never pile up on a long-lived connection
 /// (with the cache off, sqlx would allocate a new named statement for every persistent
 /// query and never close it).
-pub const SIERRA_STATEMENT_CACHE: usize = 16;
+pub(crate) const SIERRA_STATEMENT_CACHE: usize = 16;
 
 /// Connection options for Envisionware (MySQL/MariaDB).
-pub fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
+pub(crate) fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
     let mut opts = MySqlConnectOptions::new()
         .host(&db.host)
         .port(db.port)
@@ -215,7 +215,7 @@ pub fn pg_options(db: &DbSettings, redshift: bool, statement_timeout: Duration) 
 ///
 /// The AWS SDK links aws-lc-rs and sqlx links ring, so rustls cannot pick a default by
 /// itself; sqlx's `verify-ca` verifier asks for the default and would panic without one.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // An error means another provider is already installed, which serves as well.

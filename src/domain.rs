@@ -48,7 +48,7 @@ enum KeyText {
 
 impl Cursor {
     /// The cursor used when nothing else says where to start: `2023-01-01 00:00:00`, key 0.
-    pub fn default_start() -> Self {
+    pub(crate) fn default_start() -> Self {
         Self {
             date_time: NaiveDate::from_ymd_opt(2023, 1, 1)
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -59,7 +59,7 @@ impl Cursor {
     }
 
     /// Builds a cursor from the textual date-time and key (S3 object or `PCR_*` settings).
-    pub fn parse(date_time: &str, key: &str) -> Result<Self, CursorError> {
+    pub(crate) fn parse(date_time: &str, key: &str) -> Result<Self, CursorError> {
         Ok(Self {
             date_time: parse_naive_date_time(date_time).ok_or(CursorError::DateTime)?,
             key: key.trim().parse().map_err(|_| CursorError::Key)?,
@@ -77,7 +77,7 @@ impl Cursor {
     }
 
     /// The S3 object's JSON, byte-compatible with the original service.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(self) -> String {
         // Same bytes as Python's `json.dumps` of the original's dict.
         format!(r#"{{"pcr_key": "{}", "pcr_date_time": "{}"}}"#, self.key, format_date_time(self.date_time))
     }
@@ -92,7 +92,7 @@ impl fmt::Debug for Cursor {
 
 /// Python's `str(datetime)`: `YYYY-MM-DD HH:MM:SS`, plus six fractional digits only
 /// when the microseconds are not zero.
-pub fn format_date_time(dt: NaiveDateTime) -> String {
+pub(crate) fn format_date_time(dt: NaiveDateTime) -> String {
     if dt.and_utc().timestamp_subsec_micros() == 0 {
         dt.format("%Y-%m-%d %H:%M:%S").to_string()
     } else {
@@ -105,7 +105,7 @@ pub fn format_date_time(dt: NaiveDateTime) -> String {
 /// Envisionware times are naive local times. Fractions finer than a microsecond are cut
 /// to microseconds, the precision of MySQL's DATETIME, Python's datetime and the cursor
 /// object, so what is read is exactly what is written back.
-pub fn parse_naive_date_time(text: &str) -> Option<NaiveDateTime> {
+pub(crate) fn parse_naive_date_time(text: &str) -> Option<NaiveDateTime> {
     let text = text.trim();
     let without_offset = strip_offset(text);
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
@@ -194,7 +194,7 @@ pub enum RetrievalStatus {
 
 impl RetrievalStatus {
     /// The text written to the record.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Found => "found",
             Self::GuestPass => "guest_pass",

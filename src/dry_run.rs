@@ -30,7 +30,7 @@ enum Output<'a> {
 }
 
 /// Writes every record it is given to a file and acknowledges it.
-pub struct FileSink<'a> {
+pub(crate) struct FileSink<'a> {
     encoder: &'a AvroEncoder,
     schema: &'a Schema,
     output: Mutex<Option<Output<'a>>>,
@@ -81,7 +81,11 @@ impl From<DryRunError> for SinkError {
 
 impl<'a> FileSink<'a> {
     /// A sink writing `format` to `path` (`-` is standard output, JSON lines only).
-    pub fn create(encoder: &'a AvroEncoder, format: DryRunFormat, path: &Path) -> Result<Self, DryRunError> {
+    pub(crate) fn create(
+        encoder: &'a AvroEncoder,
+        format: DryRunFormat,
+        path: &Path,
+    ) -> Result<Self, DryRunError> {
         let schema = encoder.schema();
         let output = match format {
             DryRunFormat::Jsonl if path == Path::new("-") => Output::Jsonl(Box::new(std::io::stdout())),
@@ -98,7 +102,7 @@ impl<'a> FileSink<'a> {
     }
 
     /// Flushes and closes the file.
-    pub fn finish(&self) -> Result<(), DryRunError> {
+    pub(crate) fn finish(&self) -> Result<(), DryRunError> {
         let taken = self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match taken {
             None => Ok(()),

@@ -185,7 +185,7 @@ impl AvroEncoder {
     }
 
     /// The checked schema.
-    pub fn schema(&self) -> &Schema {
+    pub(crate) fn schema(&self) -> &Schema {
         &self.schema
     }
 
@@ -288,7 +288,7 @@ pub fn schema_from_response(body: &[u8]) -> Result<String, EncodeError> {
 
 /// Fetches the schema from `url` with a timeout, retrying 5xx answers and connection
 /// errors, then checks it.
-pub async fn fetch_encoder(
+pub(crate) async fn fetch_encoder(
     url: &str,
     timeout: Duration,
     policy: &RetryPolicy,

@@ -96,10 +96,12 @@ pub fn salt(data: &[u8]) {
 }
 
 /// A property check over arbitrary bytes.
-pub type Check = fn(&[u8]);
+#[cfg(test)]
+type Check = fn(&[u8]);
 
 /// Every check by name, for the corpus replay.
-pub const CHECKS: [(&str, Check); 4] =
+#[cfg(test)]
+const CHECKS: [(&str, Check); 4] =
     [("cursor", cursor_object), ("yaml", yaml_config), ("schema", schema_response), ("salt", salt)];
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::stop::{StopReason, StopToken};
 
 /// The lease object's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRecord {
+pub(crate) struct LeaseRecord {
     /// Who holds it: host, process id and a random suffix.
     pub owner: String,
     /// When this owner first took it.
@@ -47,7 +47,7 @@ pub struct LeaseRecord {
 
 impl LeaseRecord {
     /// The JSON body (times in RFC 3339, UTC, seconds).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::json!({
             "owner": self.owner,
             "acquired_at": self.acquired_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -57,7 +57,7 @@ impl LeaseRecord {
     }
 
     /// Parses a body; `None` when it is not a lease (it may then be taken over).
-    pub fn from_json(body: &[u8]) -> Option<Self> {
+    pub(crate) fn from_json(body: &[u8]) -> Option<Self> {
         #[derive(Deserialize)]
         struct Text {
             owner: String,
@@ -101,7 +101,7 @@ pub enum LeaseError {
 
 /// The outcome of a conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     /// Written; the object's new ETag.
     Ok(String),
     /// The precondition failed (someone else wrote or deleted it).
@@ -110,7 +110,7 @@ pub enum Written {
 
 /// The outcome of a conditional delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deleted {
+pub(crate) enum Deleted {
     /// Deleted.
     Ok,
     /// There was no object (404): deleted already, by this process's own earlier attempt
@@ -122,7 +122,7 @@ pub enum Deleted {
 
 /// The conditional S3 operations a lease needs (a trait so the rules can be tested with a
 /// fake).
-pub trait LeaseStore: Send + Sync + 'static {
+pub(crate) trait LeaseStore: Send + Sync + 'static {
     /// `bucket/key`, for messages.
     fn location(&self) -> String;
     /// The object's body and ETag, or `None` when it does not exist.
@@ -137,7 +137,7 @@ pub trait LeaseStore: Send + Sync + 'static {
 
 /// A lease this process holds.
 #[derive(Debug)]
-pub struct Lease<S: LeaseStore> {
+pub(crate) struct Lease<S: LeaseStore> {
     store: Arc<S>,
     owner: String,
     ttl: Duration,
@@ -167,7 +167,7 @@ fn chrono_ttl(ttl: Duration) -> chrono::TimeDelta {
 }
 
 /// A name for this process: host, pid and a random suffix (no identifier of anyone).
-pub fn owner_name() -> String {
+pub(crate) fn owner_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
@@ -187,7 +187,7 @@ impl<S: LeaseStore> Lease<S> {
     /// fail every run. An object found holding `owner` is this process's own creation or
     /// takeover whose answer was lost (the SDK's retry then failed its precondition): it is
     /// adopted, never reported as another runner.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         store: S,
         owner: String,
         ttl: Duration,
@@ -260,24 +260,26 @@ impl<S: LeaseStore> Lease<S> {
     }
 
     /// The lease's current record.
-    pub fn record(&self) -> LeaseRecord {
+    pub(crate) fn record(&self) -> LeaseRecord {
         lock(&self.state).record.clone()
     }
 
     /// Whether a renewal found the lease taken by another runner.
-    pub fn is_lost(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_lost(&self) -> bool {
         lock(&self.state).lost
     }
 
     /// Renews once at `now`. Returns false when the lease was lost (another runner took
     /// it, or it lapsed before a renewal succeeded).
-    pub async fn renew(&self, now: DateTime<Utc>) -> Result<bool, LeaseError> {
+    #[cfg(test)]
+    pub(crate) async fn renew(&self, now: DateTime<Utc>) -> Result<bool, LeaseError> {
         renew_once(&*self.store, &self.state, self.ttl, now).await
     }
 
     /// Starts renewing every third of the time to live; when the lease is lost, `stop` is
     /// told ([`StopReason::LeaseLost`]) so the run stops before its next send.
-    pub fn keep_renewed(&mut self, stop: StopToken) {
+    pub(crate) fn keep_renewed(&mut self, stop: StopToken) {
         let store = Arc::clone(&self.store);
         let state = Arc::clone(&self.state);
         let ttl = self.ttl;
@@ -299,7 +301,7 @@ impl<S: LeaseStore> Lease<S> {
     }
 
     /// Stops renewing and deletes the lease if it is still ours.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         if let Some(task) = self.renewer.take() {
             task.abort();
             let _ = task.await;
@@ -408,7 +410,7 @@ async fn renew_once<S: LeaseStore>(
 
 /// The lease object in S3.
 #[derive(Debug, Clone)]
-pub struct S3LeaseStore {
+pub(crate) struct S3LeaseStore {
     client: aws_sdk_s3::Client,
     bucket: String,
     key: String,
@@ -416,7 +418,7 @@ pub struct S3LeaseStore {
 
 impl S3LeaseStore {
     /// A store for `s3://bucket/key`.
-    pub fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
+    pub(crate) fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
         Self { client, bucket, key }
     }
 
@@ -502,43 +504,46 @@ impl LeaseStore for S3LeaseStore {
 }
 
 /// An object's body and ETag.
+#[cfg(test)]
 type StoredObject = (Vec<u8>, String);
 
 /// An in-memory lease store with S3's conditional semantics (for unit tests).
+#[cfg(test)]
 #[derive(Debug, Default, Clone)]
-pub struct MemoryLeaseStore {
+pub(crate) struct MemoryLeaseStore {
     object: Arc<Mutex<Option<StoredObject>>>,
     version: Arc<std::sync::atomic::AtomicU64>,
     lost_answers: Arc<std::sync::atomic::AtomicU32>,
     missing_reads: Arc<std::sync::atomic::AtomicU32>,
 }
 
+#[cfg(test)]
 impl MemoryLeaseStore {
     fn next_etag(&self) -> String {
         format!("\"v{}\"", self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Overwrites the object unconditionally (a test stands in for another runner).
-    pub fn force(&self, body: &str) {
+    pub(crate) fn force(&self, body: &str) {
         let etag = self.next_etag();
         *lock(&self.object) = Some((body.as_bytes().to_vec(), etag));
     }
 
     /// The current body, if any.
-    pub fn body(&self) -> Option<String> {
+    pub(crate) fn body(&self) -> Option<String> {
         lock(&self.object).as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
     }
 
     /// The next `n` writes (create, replace, delete) are committed and their answer is
     /// lost: the caller sees what the SDK's retry of the same conditional request would
     /// get (412 for a write, 404 for a delete), as from S3 after a 500.
-    pub fn lose_answers(&self, n: u32) {
+    pub(crate) fn lose_answers(&self, n: u32) {
         self.lost_answers.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many reads found no object (S3 would have answered them 403 without
     /// `s3:ListBucket`).
-    pub fn missing_reads(&self) -> u32 {
+    pub(crate) fn missing_reads(&self) -> u32 {
         self.missing_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -551,6 +556,7 @@ impl MemoryLeaseStore {
     }
 }
 
+#[cfg(test)]
 impl LeaseStore for MemoryLeaseStore {
     fn location(&self) -> String {
         "memory/lease".into()

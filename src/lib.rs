@@ -22,20 +22,22 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod domain;
-pub mod dry_run;
+pub(crate) mod dry_run;
 pub mod encode;
 pub mod enrich;
+/// Property checks behind the fuzz targets (`fuzz/`, which enables the `fuzz` feature).
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz_checks;
-pub mod lease;
+pub(crate) mod lease;
 pub mod logging;
-pub mod metrics;
-pub mod permissions;
+pub(crate) mod metrics;
+pub(crate) mod permissions;
 pub mod pipeline;
-pub mod progress;
+pub(crate) mod progress;
 pub mod pseudonym;
 pub mod records;
 pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod state;
-pub mod stop;
+pub(crate) mod stop;

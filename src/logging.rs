@@ -11,7 +11,7 @@ use crate::config::LogLevel;
 /// level is debug; the AWS SDK's own log lines (its credential-chain and retry warnings
 /// carry debug dumps of whole errors) only show at debug: the poller says what failed in
 /// its own words, once, in the error that ends the run.
-pub fn init(level: LogLevel, json: bool) {
+pub(crate) fn init(level: LogLevel, json: bool) {
     let directive = level.directive();
     let filter = if level == LogLevel::Debug {
         // The SDK and drivers log request details at debug/trace; keep them at info.

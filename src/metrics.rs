@@ -5,10 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::domain::RetrievalStatus;
 use crate::pipeline::RunSummary;
 
 /// The CloudWatch namespace of every metric.
-pub const NAMESPACE: &str = "PcReservePoller";
+pub(crate) const NAMESPACE: &str = "PcReservePoller";
 
 /// Where metrics go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,16 +43,15 @@ fn document(environment: &str, metrics: &[(&str, &str, Value)]) -> Value {
 }
 
 /// The EMF document of a finished run.
-pub fn run_document(environment: &str, s: &RunSummary) -> Value {
-    let status = |n: &str| s.by_status.get(n).copied().unwrap_or(0);
+pub(crate) fn run_document(environment: &str, s: &RunSummary) -> Value {
     let mut metrics = vec![
         ("RunsFailed", "Count", json!(0)),
         ("Batches", "Count", json!(s.batches)),
         ("Reservations", "Count", json!(s.reservations)),
         ("RecordsSent", "Count", json!(s.records())),
-        ("RecordsFound", "Count", json!(status("found"))),
-        ("RecordsGuestPass", "Count", json!(status("guest_pass"))),
-        ("RecordsMissing", "Count", json!(status("missing"))),
+        ("RecordsFound", "Count", json!(s.count(RetrievalStatus::Found))),
+        ("RecordsGuestPass", "Count", json!(s.count(RetrievalStatus::GuestPass))),
+        ("RecordsMissing", "Count", json!(s.count(RetrievalStatus::Missing))),
         ("Requests", "Count", json!(s.requests)),
         ("RecordsResent", "Count", json!(s.resent)),
         ("Retries", "Count", json!(s.retries)),
@@ -64,19 +64,19 @@ pub fn run_document(environment: &str, s: &RunSummary) -> Value {
 }
 
 /// The EMF document of a failed run.
-pub fn failure_document(environment: &str) -> Value {
+pub(crate) fn failure_document(environment: &str) -> Value {
     document(environment, &[("RunsFailed", "Count", json!(1))])
 }
 
 /// The EMF document of a run refused or stopped by the lease (exit code 3): another runner
 /// was sending, which is an expected overlap rather than a failure, so it counts as
 /// `RunsRefused` and `RunsFailed` stays 0.
-pub fn refused_document(environment: &str) -> Value {
+pub(crate) fn refused_document(environment: &str) -> Value {
     document(environment, &[("RunsFailed", "Count", json!(0)), ("RunsRefused", "Count", json!(1))])
 }
 
 /// Prints one document as a line on standard output.
-pub fn emit(doc: &Value) {
+pub(crate) fn emit(doc: &Value) {
     use std::io::Write as _;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn emf_declares_every_metric_it_carries() {
         let mut s = RunSummary::default();
-        s.by_status.insert("found", 3);
+        s.by_status.insert(RetrievalStatus::Found, 3);
         s.reservations = 3;
         let doc = run_document("qa", &s);
         let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();

@@ -8,7 +8,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// Whether an answer is an authorisation refusal: HTTP 403, or an error code of the
 /// `AccessDenied` family (KMS and Kinesis answer 400 `AccessDeniedException`).
-pub fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
+pub(crate) fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
     status == Some(403)
         || code.is_some_and(|c| {
             c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "Forbidden"
@@ -16,18 +16,18 @@ pub fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
 }
 
 /// The fix named after a refusal: `the role or user running the poller needs ACTION on RESOURCE`.
-pub fn needs(action: &str, resource: &str) -> String {
+pub(crate) fn needs(action: &str, resource: &str) -> String {
     format!("the role or user running the poller needs {action} on {resource}")
 }
 
 /// The HTTP status of an SDK error's answer, if the service answered.
-pub fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+pub(crate) fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
 /// An SDK error on one line ([`crate::aws::error_text`]), followed by the permission it
 /// needs when it is a refusal.
-pub fn describe<E>(err: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
+pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
@@ -42,7 +42,7 @@ where
 }
 
 /// The ARN of an S3 object.
-pub fn s3_object_arn(bucket: &str, key: &str) -> String {
+pub(crate) fn s3_object_arn(bucket: &str, key: &str) -> String {
     format!("arn:aws:s3:::{bucket}/{key}")
 }
 

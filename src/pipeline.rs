@@ -24,7 +24,7 @@ use self::hash::HashStage;
 use self::read::{ReadStage, ReadTotals};
 use self::send::{SendStage, Sent};
 use crate::db::DbError;
-use crate::domain::{Cursor, format_date_time};
+use crate::domain::{Cursor, RetrievalStatus, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
 use crate::enrich::{GeoDirectory, PatronDirectory};
 use crate::pseudonym::Pseudonymizer;
@@ -56,7 +56,10 @@ pub enum RunError {
     Encode(#[from] EncodeError),
     /// Sending to Kinesis.
     #[error("Kinesis: {0}")]
-    Sink(#[from] SinkError),
+    Sink(#[source] SinkError),
+    /// Writing a dry run's output: the file sink's own error, which names itself.
+    #[error("{0}")]
+    Output(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// A stop was requested (signal or lost lease); the cursor is on the last
     /// acknowledged record.
     #[error("stopped ({reason}); the cursor is saved on the last acknowledged record ({cursor})")]
@@ -90,6 +93,17 @@ pub enum RunError {
         /// When the poller was last caught up, against the retention window.
         caught_up: String,
     },
+}
+
+impl From<SinkError> for RunError {
+    /// A sink standing in for Kinesis (a dry run's file) keeps its own message; every
+    /// other sink failure is Kinesis's.
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Output(inner) => Self::Output(inner),
+            other => Self::Sink(other),
+        }
+    }
 }
 
 /// The stages a run uses. Each is a trait object of its stage so tests can swap in fakes.
@@ -162,7 +176,7 @@ pub struct RunSummary {
     /// Reservations read.
     pub reservations: u64,
     /// Records sent (or, with Kinesis ignored, built), by retrieval status.
-    pub by_status: BTreeMap<&'static str, u64>,
+    pub by_status: BTreeMap<RetrievalStatus, u64>,
     /// Kinesis requests acknowledged.
     pub requests: u64,
     /// Records resent after partial failures.
@@ -189,6 +203,11 @@ impl RunSummary {
     pub fn records(&self) -> u64 {
         self.by_status.values().sum()
     }
+
+    /// Records sent (or built) with one retrieval status; 0 when none.
+    pub(crate) fn count(&self, status: RetrievalStatus) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
 }
 
 impl std::fmt::Display for RunSummary {
@@ -201,9 +220,9 @@ impl std::fmt::Display for RunSummary {
             self.batches,
             self.reservations,
             self.records(),
-            self.by_status.get("found").unwrap_or(&0),
-            self.by_status.get("guest_pass").unwrap_or(&0),
-            self.by_status.get("missing").unwrap_or(&0),
+            self.count(RetrievalStatus::Found),
+            self.count(RetrievalStatus::GuestPass),
+            self.count(RetrievalStatus::Missing),
             self.requests,
             self.resent,
             self.retries,
@@ -676,6 +695,43 @@ mod tests {
         assert_eq!(sent, 20);
         let saved = s.store.as_ref().unwrap().saved.lock().unwrap().clone();
         assert_eq!(saved.last().unwrap().key, 20);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_output_failure_reads_as_the_file_sinks_own_error_without_kinesis() {
+        let encoder =
+            AvroEncoder::from_schema_text(include_str!("../tests/fixtures/PcReserve-schema.avsc")).unwrap();
+        let dir = std::env::temp_dir().join(format!("pcr-pipeline-dry-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = crate::dry_run::FileSink::create(
+            &encoder,
+            crate::dry_run::DryRunFormat::Jsonl,
+            &dir.join("out.jsonl"),
+        )
+        .unwrap();
+        file.finish().unwrap();
+        let kinesis = Recorder::default();
+        let s = stages(3, 0, &kinesis);
+        let mut s = Stages {
+            source: s.source,
+            sierra: s.sierra,
+            redshift: s.redshift,
+            store: s.store,
+            sender: Some(Sender::new(file, RetryPolicy { attempts: 1, ..RetryPolicy::default() }, 0)),
+            pseudonymizer: s.pseudonymizer,
+            encoder: s.encoder,
+        };
+        let err = run(&mut s, &options()).await.unwrap_err();
+        assert!(matches!(err, RunError::Output(_)), "{err:?}");
+        assert_eq!(err.to_string(), "dry-run output: the file is already closed");
+        assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_kinesis_failure_still_names_kinesis() {
+        let err = RunError::from(SinkError::Request { message: "connection reset".into(), transient: false });
+        assert_eq!(err.to_string(), "Kinesis: connection reset");
     }
 
     fn at(text: &str) -> NaiveDateTime {

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::pipeline::{Progress, ProgressHook};
 
@@ -12,7 +12,7 @@ static ON_SCREEN: Mutex<Option<String>> = Mutex::new(None);
 
 /// Writes `bytes` (whole log lines) to standard error, keeping the progress line, if one
 /// is on screen, below them.
-pub fn write_around_bar(bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_around_bar(bytes: &[u8]) -> std::io::Result<()> {
     let bar = ON_SCREEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut err = std::io::stderr().lock();
     match bar.as_deref() {
@@ -38,21 +38,21 @@ struct Bar {
 
 /// A progress display, or nothing when standard error is not a terminal.
 #[derive(Debug, Clone)]
-pub struct TerminalProgress {
+pub(crate) struct TerminalProgress {
     bar: Arc<Mutex<Bar>>,
 }
 
 impl TerminalProgress {
     /// A display expecting `total` reservations (unknown: no percentage or ETA); `None`
     /// when standard error is not a terminal.
-    pub fn on_terminal(total: Option<u64>) -> Option<Self> {
+    pub(crate) fn on_terminal(total: Option<u64>) -> Option<Self> {
         std::io::stderr()
             .is_terminal()
             .then(|| Self { bar: Arc::new(Mutex::new(Bar { total, started: Instant::now(), drawn: false })) })
     }
 
     /// The hook to give the run loop.
-    pub fn hook(&self) -> ProgressHook {
+    pub(crate) fn hook(&self) -> ProgressHook {
         let bar = Arc::clone(&self.bar);
         ProgressHook(Arc::new(move |p: Progress| {
             let mut bar = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -68,7 +68,7 @@ impl TerminalProgress {
     }
 
     /// Ends the line so later output starts on a fresh one.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let bar = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut on_screen = ON_SCREEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if bar.drawn && on_screen.take().is_some() {
@@ -78,7 +78,7 @@ impl TerminalProgress {
 }
 
 /// One line: `[#####.....]  52% 5200/10000 reservations  950/s  ETA 5s`.
-pub fn render(total: Option<u64>, done: u64, elapsed_secs: f64) -> String {
+pub(crate) fn render(total: Option<u64>, done: u64, elapsed_secs: f64) -> String {
     let rate = if elapsed_secs > 0.0 { done as f64 / elapsed_secs } else { 0.0 };
     match total.filter(|t| *t > 0) {
         Some(total) => {
@@ -91,10 +91,21 @@ pub fn render(total: Option<u64>, done: u64, elapsed_secs: f64) -> String {
                 "#".repeat(filled),
                 ".".repeat(width as usize - filled),
                 done_c * 100 / total,
-                crate::commands::human_duration(std::time::Duration::from_secs(eta)),
+                human_duration(Duration::from_secs(eta)),
             )
         }
         None => format!("{done} reservations  {rate:.0}/s"),
+    }
+}
+
+/// Formats a duration for people: `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 
@@ -108,5 +119,11 @@ mod tests {
         assert!(line.starts_with("[###############...............]  50% 500/1000"), "{line}");
         assert!(line.contains("100/s") && line.ends_with("ETA 5s"), "{line}");
         assert_eq!(render(None, 10, 0.0), "10 reservations  0/s");
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1h 2m");
+        assert_eq!(human_duration(Duration::from_secs(59)), "59s");
     }
 }

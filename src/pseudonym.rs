@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 /// bcrypt reads at most this many bytes of its input; longer inputs are truncated.
-pub const BCRYPT_MAX_INPUT_BYTES: usize = 72;
+pub(crate) const BCRYPT_MAX_INPUT_BYTES: usize = 72;
 
 /// Length of the `$2b$07$` + 22-character salt prefix that is removed from each hash.
 const SALT_PREFIX_LEN: usize = 29;
@@ -70,7 +70,8 @@ impl Salt {
     }
 
     /// The bcrypt cost (work factor) of this salt.
-    pub fn cost(&self) -> u32 {
+    #[cfg(any(test, feature = "fuzz"))]
+    pub(crate) fn cost(&self) -> u32 {
         self.cost
     }
 }
@@ -109,7 +110,7 @@ pub fn pseudonym(salt: &Salt, input: &[u8]) -> String {
 const DEFAULT_MEMO_CAPACITY: usize = 100_000;
 
 /// Length of a pseudonym: 23 hash bytes in bcrypt's base64.
-pub const PSEUDONYM_LEN: usize = 31;
+pub(crate) const PSEUDONYM_LEN: usize = 31;
 
 /// Which bcrypt implementation computes the batch API's hashes. Both give byte-identical
 /// pseudonyms (tests `interleaved_kernel_matches_the_bcrypt_crate*`).
@@ -147,7 +148,7 @@ impl Kernel {
     }
 
     /// How many inputs one call of the kernel hashes together.
-    pub fn lanes(self) -> usize {
+    pub(crate) fn lanes(self) -> usize {
         match self {
             Self::Crate | Self::Lanes1 => 1,
             Self::Lanes2 => 2,
@@ -157,7 +158,7 @@ impl Kernel {
     }
 
     /// Pseudonyms of `inputs` (at most [`Self::lanes`] of them), on the calling thread.
-    pub fn pseudonyms(self, salt: &Salt, inputs: &[&[u8]]) -> Vec<[u8; PSEUDONYM_LEN]> {
+    pub(crate) fn pseudonyms(self, salt: &Salt, inputs: &[&[u8]]) -> Vec<[u8; PSEUDONYM_LEN]> {
         let raw: Vec<[u8; 23]> = match self {
             Self::Crate => return inputs.iter().map(|v| pseudonym_bytes(salt, v)).collect(),
             Self::Lanes1 => pcr_bcrypt_lanes::hash_many_x1(salt.cost, &salt.raw, inputs),
@@ -193,7 +194,7 @@ fn text(p: &[u8; PSEUDONYM_LEN]) -> String {
 
 /// One batch's pseudonym inputs.
 #[derive(Debug, Clone, Default)]
-pub struct PseudonymJob {
+pub(crate) struct PseudonymJob {
     /// Values that occur once per run (reservation keys): hashed, never remembered.
     pub unique: Vec<String>,
     /// Values that come back (patron ids, `barcode ...`): hashed once per run, remembered.
@@ -202,7 +203,7 @@ pub struct PseudonymJob {
 
 /// The pseudonyms of a [`PseudonymJob`], in the same order.
 #[derive(Debug, Clone, Default)]
-pub struct PseudonymResult {
+pub(crate) struct PseudonymResult {
     /// Pseudonyms of [`PseudonymJob::unique`].
     pub unique: Vec<String>,
     /// Pseudonyms of [`PseudonymJob::recurring`].
@@ -222,7 +223,7 @@ pub struct Pseudonymizer {
 
 /// Counters a run reports at the end.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PseudonymStats {
+pub(crate) struct PseudonymStats {
     /// bcrypt hashes computed.
     pub computed: u64,
     /// Values answered from the memo (or from an earlier occurrence in the same batch).
@@ -244,14 +245,15 @@ impl fmt::Debug for Pseudonymizer {
 }
 
 impl Pseudonymizer {
+    #[cfg(test)]
     /// A pseudonymizer hashing on `threads` threads (0 means one per core) with
     /// [`Kernel::DEFAULT`].
-    pub fn new(salt: Salt, threads: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(salt: Salt, threads: usize) -> std::io::Result<Self> {
         Self::with_kernel(salt, threads, Kernel::DEFAULT)
     }
 
     /// A pseudonymizer hashing on `threads` threads (0 means one per core) with `kernel`.
-    pub fn with_kernel(salt: Salt, threads: usize, kernel: Kernel) -> std::io::Result<Self> {
+    pub(crate) fn with_kernel(salt: Salt, threads: usize, kernel: Kernel) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("bcrypt-{i}"))
@@ -268,17 +270,19 @@ impl Pseudonymizer {
     }
 
     /// The salt this pseudonymizer hashes with.
-    pub fn salt(&self) -> &Salt {
+    #[cfg(test)]
+    pub(crate) fn salt(&self) -> &Salt {
         &self.salt
     }
 
     /// Threads of the hashing pool.
-    pub fn threads(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
 
     /// Counters so far.
-    pub fn stats(&self) -> PseudonymStats {
+    pub(crate) fn stats(&self) -> PseudonymStats {
         *lock(&self.stats)
     }
 
@@ -312,7 +316,7 @@ impl Pseudonymizer {
     /// Pseudonyms of a batch, in order: each distinct value is hashed once; recurring
     /// values are remembered for the rest of the run, unique ones are not. Blocking: call
     /// it from a blocking context ([`Self::pseudonymize_job`] does that).
-    pub fn pseudonymize_job_blocking(&self, job: &PseudonymJob) -> PseudonymResult {
+    pub(crate) fn pseudonymize_job_blocking(&self, job: &PseudonymJob) -> PseudonymResult {
         let mut recurring_missing: Vec<&str> = {
             let memo = lock(&self.memo);
             job.recurring.iter().map(String::as_str).filter(|v| !memo.contains_key(*v)).collect()
@@ -365,7 +369,7 @@ impl Pseudonymizer {
 
     /// [`Self::pseudonymize_job_blocking`] run on the hashing pool; the calling async task
     /// only waits for the answer, so the async worker threads stay free.
-    pub async fn pseudonymize_job(&self, job: PseudonymJob) -> PseudonymResult {
+    pub(crate) async fn pseudonymize_job(&self, job: PseudonymJob) -> PseudonymResult {
         let this = self.clone();
         let span = tracing::Span::current();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -386,15 +390,10 @@ impl Pseudonymizer {
     }
 
     /// Pseudonyms of recurring `inputs`, in order (see [`Self::pseudonymize_job_blocking`]).
-    pub fn pseudonymize_blocking(&self, inputs: &[String]) -> Vec<Arc<str>> {
+    #[cfg(test)]
+    pub(crate) fn pseudonymize_blocking(&self, inputs: &[String]) -> Vec<Arc<str>> {
         let job = PseudonymJob { unique: Vec::new(), recurring: inputs.to_vec() };
         self.pseudonymize_job_blocking(&job).recurring.into_iter().map(Arc::from).collect()
-    }
-
-    /// [`Self::pseudonymize_blocking`] on the hashing pool.
-    pub async fn pseudonymize_async(&self, inputs: Vec<String>) -> Vec<Arc<str>> {
-        let job = PseudonymJob { unique: Vec::new(), recurring: inputs };
-        self.pseudonymize_job(job).await.recurring.into_iter().map(Arc::from).collect()
     }
 }
 

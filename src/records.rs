@@ -54,7 +54,7 @@ pub struct BuiltRecord {
 
 /// The retrieval status of a barcode: `found` when it mapped to a patron id, else
 /// `guest_pass` for `25555...`, else `missing` (NULL and empty barcodes included).
-pub fn retrieval_status(barcode: Option<&str>, found: bool) -> RetrievalStatus {
+pub(crate) fn retrieval_status(barcode: Option<&str>, found: bool) -> RetrievalStatus {
     match barcode {
         _ if found => RetrievalStatus::Found,
         Some(b) if b.starts_with(GUEST_PASS_PREFIX) => RetrievalStatus::GuestPass,
@@ -64,7 +64,7 @@ pub fn retrieval_status(barcode: Option<&str>, found: bool) -> RetrievalStatus {
 
 /// One [`PendingRecord`] per reservation, in order, with its Sierra match (`None`: not
 /// found), asking Sierra once for the batch's distinct non-empty barcodes.
-pub async fn lookup_patrons(
+pub(crate) async fn lookup_patrons(
     batch: Vec<Reservation>,
     sierra: &impl PatronDirectory,
 ) -> Result<Vec<PendingRecord>, BuildError> {
@@ -90,7 +90,7 @@ pub async fn lookup_patrons(
 /// Sets each record's patron pseudonym. The patron, as pseudonym input, is the Sierra
 /// patron id, else `barcode <barcode>`; these recur from batch to batch, so the
 /// pseudonymizer remembers them.
-pub async fn hash_patrons(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
+pub(crate) async fn hash_patrons(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
     let patrons = records
         .iter()
         .map(|r| match &r.patron {
@@ -106,7 +106,7 @@ pub async fn hash_patrons(records: &mut [PendingRecord], pseudonymizer: &Pseudon
 }
 
 /// Sets each record's key pseudonym. Keys are unique in a run: hashed, never remembered.
-pub async fn hash_keys(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
+pub(crate) async fn hash_keys(records: &mut [PendingRecord], pseudonymizer: &Pseudonymizer) {
     let job = PseudonymJob {
         unique: records.iter().map(|r| r.row.key.to_string()).collect(),
         recurring: Vec::new(),

@@ -32,7 +32,7 @@ impl RetryPolicy {
 
     /// The wait before retry number `retry` (1-based): uniform in `[0, ceiling]` ("full
     /// jitter"), where the ceiling doubles from `base_delay` up to `max_delay`.
-    pub fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let ceiling =
             self.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(20)).min(self.max_delay);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
@@ -45,19 +45,19 @@ static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// How many retries [`retry`] has made in this process so far (the run summary reports
 /// the difference over a run).
-pub fn retries_so_far() -> u64 {
+pub(crate) fn retries_so_far() -> u64 {
     RETRIES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Counts one retry made outside [`retry`] (the Kinesis sender's re-attempts).
-pub fn count_retry() {
+pub(crate) fn count_retry() {
     RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Runs `op` until it succeeds, fails with an error `retriable` rejects, or the policy's
 /// attempts are spent; returns the last error. Each retry is logged at warn level with
 /// the error's Display, which must therefore hold no identifier or secret.
-pub async fn retry<T, E, F, Fut>(
+pub(crate) async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
     retriable: impl Fn(&E) -> bool,

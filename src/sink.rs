@@ -11,16 +11,16 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use crate::retry::RetryPolicy;
 
 /// Kinesis's limit on one request's payload (data plus partition keys).
-pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// Kinesis's limit on one record (data plus partition key).
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Attempts in a row without any record acknowledged before the run fails. Throttling
 /// fails records at random: with 30% of entries refused, the last record of a request
 /// failed 5 times in a row about once in 400 requests (0.3^5) and ended a healthy run;
 /// at 10 it is about once in 170,000. With the backoff doubling from
 /// `RETRY_BASE_DELAY_MS` (capped at 20 s), a stream that accepts nothing fails the run
 /// after about half a minute.
-pub const ATTEMPTS_WITHOUT_PROGRESS: u32 = 10;
+pub(crate) const ATTEMPTS_WITHOUT_PROGRESS: u32 = 10;
 
 /// One record to send.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ pub enum SinkError {
 
 /// The per-record outcome of one `PutRecords` call: `None` for acknowledged, else the
 /// error code.
-pub type PutOutcome = Vec<Option<String>>;
+pub(crate) type PutOutcome = Vec<Option<String>>;
 
 /// One `PutRecords` call (a trait so tests can inject failures).
 pub trait PutRecords {
@@ -101,11 +101,6 @@ impl Kinesis {
     /// A client for the stream with this ARN.
     pub fn new(sdk: &aws_config::SdkConfig, stream_arn: String) -> Self {
         Self { client: aws_sdk_kinesis::Client::new(sdk), stream_arn }
-    }
-
-    /// The underlying client (for the tools that read the stream).
-    pub fn client(&self) -> &aws_sdk_kinesis::Client {
-        &self.client
     }
 }
 
@@ -159,7 +154,10 @@ impl PutRecords for Kinesis {
 
 /// Splits records into request-sized ranges: at most `batch_size` records and
 /// [`MAX_REQUEST_BYTES`] each. Refuses a record over [`MAX_RECORD_BYTES`].
-pub fn plan_requests(records: &[OutgoingRecord], batch_size: usize) -> Result<Vec<Range<usize>>, SinkError> {
+pub(crate) fn plan_requests(
+    records: &[OutgoingRecord],
+    batch_size: usize,
+) -> Result<Vec<Range<usize>>, SinkError> {
     let mut ranges = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -199,7 +197,7 @@ impl<P: PutRecords> Sender<P> {
     }
 
     /// The underlying client.
-    pub fn inner(&self) -> &P {
+    pub(crate) fn inner(&self) -> &P {
         &self.put
     }
 
@@ -207,7 +205,7 @@ impl<P: PutRecords> Sender<P> {
     /// Failed records alone are resent, with backoff; the call fails when
     /// [`ATTEMPTS_WITHOUT_PROGRESS`] attempts in a row acknowledge nothing, or at once on
     /// a request error that is not transient.
-    pub async fn send_all(&mut self, records: &[OutgoingRecord]) -> Result<(), SinkError> {
+    pub(crate) async fn send_all(&mut self, records: &[OutgoingRecord]) -> Result<(), SinkError> {
         let mut pending: Vec<usize> = (0..records.len()).collect();
         let mut stalled = 0u32;
         let mut first = true;

@@ -30,7 +30,7 @@ use crate::domain::{Cursor, CursorError, format_date_time, parse_naive_date_time
 /// The user-defined metadata key (`x-amz-meta-caught-up-through` on the wire) holding the
 /// Envisionware time (`YYYY-MM-DD HH:MM:SS`, its naive local clock) up to which the last
 /// caught-up read saw every row.
-pub const CAUGHT_UP_METADATA: &str = "caught-up-through";
+pub(crate) const CAUGHT_UP_METADATA: &str = "caught-up-through";
 
 /// A cursor-store failure.
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +234,7 @@ impl S3CursorStore {
     /// committed creation was retried), false when it already existed; either way the
     /// next [`CursorStore::save`] writes on the object's current ETag after a
     /// [`CursorStore::load`].
-    pub async fn create(&self, cursor: Cursor) -> Result<bool, StateError> {
+    pub(crate) async fn create(&self, cursor: Cursor) -> Result<bool, StateError> {
         let body = cursor.to_json();
         let put = self
             .client
@@ -311,13 +311,14 @@ impl S3CursorStore {
 
 /// Whether the object read back after a failed precondition is the write this run sent
 /// (its answer lost, the SDK's retry refused): the same body.
-pub fn is_own_write(stored: &[u8], sent: &str) -> bool {
+pub(crate) fn is_own_write(stored: &[u8], sent: &str) -> bool {
     stored == sent.as_bytes()
 }
 
-/// A cursor kept in memory: for `IGNORE_CACHE` runs and tests.
+/// A cursor kept in memory, for unit tests.
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct MemoryCursorStore {
+pub(crate) struct MemoryCursorStore {
     cursor: Mutex<Option<Cursor>>,
     /// Every cursor saved, in order.
     pub saved: Mutex<Vec<Cursor>>,
@@ -325,13 +326,15 @@ pub struct MemoryCursorStore {
     caught_up: Mutex<Option<NaiveDateTime>>,
 }
 
+#[cfg(test)]
 impl MemoryCursorStore {
     /// A store holding `cursor`.
-    pub fn new(cursor: Option<Cursor>) -> Self {
+    pub(crate) fn new(cursor: Option<Cursor>) -> Self {
         Self { cursor: Mutex::new(cursor), saved: Mutex::new(Vec::new()), caught_up: Mutex::new(None) }
     }
 }
 
+#[cfg(test)]
 impl CursorStore for MemoryCursorStore {
     async fn load(&self) -> Result<Option<Cursor>, StateError> {
         Ok(*self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner))

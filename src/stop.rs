@@ -46,17 +46,17 @@ impl Default for StopToken {
 
 impl StopToken {
     /// A token nobody has set, with a 20 s grace period.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_grace(Duration::from_secs(20))
     }
 
     /// A token with the given grace period.
-    pub fn with_grace(grace: Duration) -> Self {
+    pub(crate) fn with_grace(grace: Duration) -> Self {
         Self { tx: Arc::new(watch::Sender::new(None)), grace }
     }
 
     /// Asks the run to stop (a later reason does not replace the first).
-    pub fn request(&self, reason: StopReason) {
+    pub(crate) fn request(&self, reason: StopReason) {
         self.tx.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
@@ -68,12 +68,12 @@ impl StopToken {
     }
 
     /// The reason, once a stop was requested.
-    pub fn reason(&self) -> Option<StopReason> {
+    pub(crate) fn reason(&self) -> Option<StopReason> {
         *self.tx.borrow()
     }
 
     /// Resolves once a stop is requested.
-    pub async fn stopped(&self) -> StopReason {
+    pub(crate) async fn stopped(&self) -> StopReason {
         let mut rx = self.tx.subscribe();
         loop {
             if let Some(r) = *rx.borrow_and_update() {
@@ -88,7 +88,7 @@ impl StopToken {
 
     /// Runs `op` to completion, unless a stop is requested and `op` then takes longer than
     /// the grace period: `None` (the operation is dropped).
-    pub async fn bounded<T>(&self, op: impl Future<Output = T>) -> Option<T> {
+    pub(crate) async fn bounded<T>(&self, op: impl Future<Output = T>) -> Option<T> {
         let deadline = async {
             self.stopped().await;
             tokio::time::sleep(self.grace).await;
@@ -100,7 +100,7 @@ impl StopToken {
     }
 
     /// Sets the token on SIGTERM or SIGINT (in a background task).
-    pub fn listen_for_signals(&self) {
+    pub(crate) fn listen_for_signals(&self) {
         let token = self.clone();
         tokio::spawn(async move {
             #[cfg(unix)]

@@ -18,14 +18,14 @@ use crate::state::S3CursorStore;
 
 /// A source that ends before `until`: rows at or after it are never returned.
 #[derive(Debug)]
-pub struct Bounded<S> {
+pub(crate) struct Bounded<S> {
     inner: S,
     until: NaiveDateTime,
 }
 
 impl<S> Bounded<S> {
     /// `inner`, cut at `until` (exclusive).
-    pub fn new(inner: S, until: NaiveDateTime) -> Self {
+    pub(crate) fn new(inner: S, until: NaiveDateTime) -> Self {
         Self { inner, until }
     }
 }
@@ -43,14 +43,14 @@ impl<S: ReservationSource + Sync> ReservationSource for Bounded<S> {
 
 /// The cursor object of the backfill of `[from, to)`: `<S3_RESOURCE without .json>
 /// .backfill-<from>-<to>.json`.
-pub fn cursor_key(resource: &str, from: NaiveDateTime, to: NaiveDateTime) -> String {
+pub(crate) fn cursor_key(resource: &str, from: NaiveDateTime, to: NaiveDateTime) -> String {
     let stem = resource.strip_suffix(".json").unwrap_or(resource);
     format!("{stem}.backfill-{}-{}.json", from.format("%Y%m%dT%H%M%S"), to.format("%Y%m%dT%H%M%S"))
 }
 
 /// Where a backfill of `[from, ...)` starts: before every reservation at `from`
 /// (Envisionware keys are positive).
-pub fn start_of(from: NaiveDateTime) -> Cursor {
+pub(crate) fn start_of(from: NaiveDateTime) -> Cursor {
     Cursor { date_time: from, key: -1 }
 }
 

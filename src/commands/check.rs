@@ -24,7 +24,7 @@ use crate::state::{CursorStore as _, S3CursorStore};
 
 /// One dependency's outcome.
 #[derive(Debug)]
-pub struct CheckLine {
+pub(crate) struct CheckLine {
     /// What was checked.
     pub name: &'static str,
     /// How long it took.
@@ -96,7 +96,7 @@ async fn reachable<C: sqlx::Connection>(settings: &Settings, options: &C::Option
 }
 
 /// The `--format json` object: `ok`, `failed` and one entry per line, in order.
-pub fn to_json(lines: &[CheckLine]) -> serde_json::Value {
+pub(crate) fn to_json(lines: &[CheckLine]) -> serde_json::Value {
     let checks: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| {
@@ -135,7 +135,7 @@ fn report(lines: &[CheckLine], format: OutputFormat) -> Result<(), AppError> {
 }
 
 /// Checks every dependency concurrently, without retries.
-pub async fn dependencies(
+pub(crate) async fn dependencies(
     settings: &Settings,
     sdk: &aws_config::SdkConfig,
     aws: &crate::aws::AwsSettings,

@@ -13,7 +13,7 @@ use crate::state::{CursorStore as _, S3CursorStore, StateError};
 
 /// What `cursor show` prints.
 #[derive(Debug)]
-pub struct CursorReport {
+pub(crate) struct CursorReport {
     /// `s3://bucket/key`.
     pub location: String,
     /// The cursor, if the object exists.
@@ -45,12 +45,12 @@ impl std::fmt::Display for CursorReport {
                 f,
                 "written       {} ({} ago)",
                 w.format("%Y-%m-%d %H:%M:%S UTC"),
-                super::human_duration(age)
+                crate::progress::human_duration(age)
             )?;
         }
         let newest = self.newest.map_or_else(|| "none".into(), format_date_time);
         let lag = match (self.cursor, self.newest) {
-            (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), super::human_duration),
+            (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), crate::progress::human_duration),
             (None, _) => "-".into(),
         };
         write!(f, "behind        {} reservation(s) after it; newest {newest}; lag {lag}", self.behind)
@@ -61,7 +61,7 @@ impl CursorReport {
     /// The `--format json` object. Times are Envisionware's (`pcr_date_time`, `newest`) or
     /// UTC in RFC 3339 (`written`); `lag_seconds` is how far the cursor is behind the
     /// newest reservation, null without a cursor or reservations.
-    pub fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    pub(crate) fn to_json(&self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
         let secs = |d: Duration| d.as_secs();
         serde_json::json!({
             "location": self.location,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
 
-use crate::app::{self, AppError};
+use crate::app::AppError;
 use crate::cli::ConfigArgs;
 use crate::config::kms::KmsDecrypter;
 use crate::config::{RawConfig, variables};
@@ -50,7 +50,7 @@ async fn variable(
 /// `decode`: at most `limit` records.
 pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -> Result<(), AppError> {
     let raw = super::gather_and_log(config, &config.source(None))?;
-    let aws = app::aws_settings(&raw);
+    let aws = raw.aws_settings();
     let sdk = crate::aws::sdk_config(&aws).await;
     let schema_url = variable(&raw, &sdk, variables::PC_RESERVE_SCHEMA_URL.name).await?;
     let encoder = fetch_encoder(&schema_url, Duration::from_secs(10), &RetryPolicy::default())

@@ -13,7 +13,7 @@ use crate::enrich::redshift::pc_reserve_table;
 
 /// The counts of one day.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconciliation {
+pub(crate) struct Reconciliation {
     /// The day (`transaction_et`).
     pub date: NaiveDate,
     /// Reservations Envisionware holds for the day (`pcrDateTime` on that date).
@@ -29,12 +29,12 @@ pub struct Reconciliation {
 impl Reconciliation {
     /// Envisionware's reservations minus the warehouse's distinct keys (negative when the
     /// warehouse holds more).
-    pub fn difference(&self) -> i128 {
+    pub(crate) fn difference(&self) -> i128 {
         i128::from(self.envisionware) - i128::from(self.warehouse_keys)
     }
 
     /// What the difference means, in words.
-    pub fn verdict(&self) -> String {
+    pub(crate) fn verdict(&self) -> String {
         match self.difference() {
             0 => "in step".to_string(),
             d if d > 0 => format!("{d} reservation(s) not in the warehouse"),
@@ -43,12 +43,12 @@ impl Reconciliation {
     }
 
     /// Whether the difference, either way, is at most `tolerance`.
-    pub fn within(&self, tolerance: u64) -> bool {
+    pub(crate) fn within(&self, tolerance: u64) -> bool {
         self.difference().unsigned_abs() <= u128::from(tolerance)
     }
 
     /// The `--format json` object.
-    pub fn to_json(&self, tolerance: u64) -> serde_json::Value {
+    pub(crate) fn to_json(&self, tolerance: u64) -> serde_json::Value {
         // Both counts come from SQL COUNT(*) (an i64), so the clamp never bites; it keeps
         // the conversion total.
         let difference = self.difference().clamp(i128::from(i64::MIN), i128::from(i64::MAX));

@@ -21,36 +21,6 @@ use crate::sink::Sender;
 use crate::state::{CursorStore as _, S3CursorStore};
 use crate::stop::StopToken;
 
-/// Parses `--every`: `90s`, `15m`, `1h`, `1h30m`, or plain seconds.
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let bad = || format!("`{t}` is not an interval like 30s, 15m, 1h or 1h30m");
-    if let Ok(secs) = t.parse::<u64>() {
-        return (secs > 0).then(|| Duration::from_secs(secs)).ok_or_else(bad);
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(bad()),
-        };
-    }
-    if !number.is_empty() || total == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
-}
-
 /// The `Environment` dimension of metrics: the environment name, else the file's stem.
 fn environment_name(config: &ConfigArgs) -> String {
     config
@@ -152,7 +122,7 @@ async fn once(
 }
 
 /// The default `--output` of a dry run.
-pub fn default_output(format: DryRunFormat) -> PathBuf {
+pub(crate) fn default_output(format: DryRunFormat) -> PathBuf {
     PathBuf::from(match format {
         DryRunFormat::Jsonl => "dry-run.jsonl",
         DryRunFormat::Avro => "dry-run.avro",
@@ -195,7 +165,7 @@ async fn cursor_lag(settings: &Settings, cursor: Cursor) -> Option<Duration> {
 }
 
 /// A full run whose records go to a file; neither Kinesis nor the S3 cursor is touched.
-pub async fn dry_run(
+pub(crate) async fn dry_run(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
@@ -232,20 +202,4 @@ pub async fn dry_run(
         "dry run: records written to the file; nothing sent, cursor unchanged"
     );
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intervals() {
-        assert_eq!(parse_interval("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_interval("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_interval("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_interval("0").is_err());
-        assert!(parse_interval("15").is_ok());
-        assert!(parse_interval("15x").is_err());
-        assert!(parse_interval("m").is_err());
-    }
 }

@@ -17,7 +17,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }
 
-fn with(changes: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+/// Settings from a complete configuration with `changes` applied (also used by `app`'s tests).
+pub(crate) fn with(changes: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let mut plaintext = complete_plaintext();
     for (k, v) in changes {
         plaintext.insert(k.to_string(), v.to_string());
@@ -292,15 +293,6 @@ fn pcr_key_alone_starts_at_the_default_date_time() {
     let s = with(&[("PCR_DATE_TIME", "2024-02-03 04:05:06")]).unwrap();
     assert_eq!(s.start_cursor, Some(crate::domain::Cursor::parse("2024-02-03 04:05:06", "0").unwrap()));
     assert_eq!(with(&[]).unwrap().start_cursor, None);
-}
-
-#[test]
-fn pseudonym_threads_sizes_the_hashing_pool_and_0_means_one_per_core() {
-    let three = crate::app::pseudonymizer(&with(&[("PSEUDONYM_THREADS", "3")]).unwrap()).unwrap();
-    assert_eq!(three.threads(), 3);
-    let default = crate::app::pseudonymizer(&with(&[]).unwrap()).unwrap();
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    assert_eq!(default.threads(), cores, "README: one per core by default");
 }
 
 #[test]

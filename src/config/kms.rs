@@ -26,13 +26,13 @@ impl Decrypter for NoDecrypter {
 
 /// The AWS KMS client.
 #[derive(Debug, Clone)]
-pub struct KmsDecrypter {
+pub(crate) struct KmsDecrypter {
     client: aws_sdk_kms::Client,
 }
 
 impl KmsDecrypter {
     /// A decrypter using the shared AWS configuration (region, profile, endpoint).
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    pub(crate) fn new(sdk: &aws_config::SdkConfig) -> Self {
         Self { client: aws_sdk_kms::Client::new(sdk) }
     }
 }
@@ -55,7 +55,7 @@ impl Decrypter for KmsDecrypter {
 /// Decrypts every `(name, base64 ciphertext)`, all requests at once (a configuration has
 /// about a dozen: one after another they were most of a run's start-up time). The first
 /// failure in name order names its variable.
-pub async fn decrypt_all(
+pub(crate) async fn decrypt_all(
     kms: &impl Decrypter,
     encrypted: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, SecretString)>, ConfigError> {

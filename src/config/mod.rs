@@ -10,7 +10,7 @@
 //! that the required ones exist; [`RawConfig::resolve`] decrypts and validates them.
 
 pub mod kms;
-pub mod variables;
+pub(crate) mod variables;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::domain::Cursor;
 use crate::pseudonym::{Kernel, Salt};
 use crate::retry::RetryPolicy;
-use variables::{Kind, Requirement, Secrecy, Variable};
+use variables::{Kind, Requirement, Variable};
 
 /// A configuration problem. Every message names the variable, never its value.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// Parses a `LOG_LEVEL` value (any case; `warn` and `trace` are accepted too).
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text.trim().to_ascii_lowercase().as_str() {
             "debug" | "trace" => Self::Debug,
             "info" => Self::Info,
@@ -158,7 +158,7 @@ impl LogLevel {
     }
 
     /// The matching tracing filter directive.
-    pub fn directive(self) -> &'static str {
+    pub(crate) fn directive(self) -> &'static str {
         match self {
             Self::Debug => "debug",
             Self::Info => "info",
@@ -236,7 +236,9 @@ pub struct Settings {
     /// `STOP_TIMEOUT_SECONDS` (default 20): how long a request in flight may still take
     /// after SIGTERM/SIGINT.
     pub stop_timeout: Duration,
-    /// Variables that hold secrets: their values must never reach a log line.
+    /// Variables that hold secrets: their values must never reach a log line (tests
+    /// check that none is printed).
+    #[cfg(test)]
     secrets: Vec<SecretString>,
 }
 
@@ -255,8 +257,9 @@ impl fmt::Debug for Settings {
 
 impl Settings {
     /// Every secret value of this configuration (decrypted variables, passwords, salt), so
-    /// tests and scrubbers can check that none of them is printed.
-    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+    /// tests can check that none of them is printed.
+    #[cfg(test)]
+    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
         self.secrets.iter().map(|s| s.expose_secret())
     }
 }
@@ -288,11 +291,36 @@ impl fmt::Debug for RawConfig {
 }
 
 /// The configuration file for `ENVIRONMENT=<name>`: `config/<name>.yaml`.
-pub fn default_path(environment: &str) -> PathBuf {
+pub(crate) fn default_path(environment: &str) -> PathBuf {
     Path::new("config").join(format!("{environment}.yaml"))
 }
 
 impl RawConfig {
+    /// The AWS settings visible before decryption.
+    pub(crate) fn aws_settings(&self) -> crate::aws::AwsSettings {
+        use crate::config::variables::{self as var, Variable};
+        let text =
+            |v: &Variable| self.plain(v.name).map(str::trim).filter(|t| !t.is_empty()).map(str::to_string);
+        crate::aws::AwsSettings {
+            region: text(&var::AWS_REGION),
+            profile: text(&var::AWS_PROFILE),
+            endpoint_url: text(&var::AWS_ENDPOINT_URL),
+            credentials: match (text(&var::AWS_ACCESS_KEY_ID), text(&var::AWS_SECRET_ACCESS_KEY)) {
+                (Some(access_key_id), Some(secret)) => Some(crate::aws::StaticCredentials {
+                    access_key_id,
+                    secret_access_key: secrecy::SecretString::from(secret),
+                    session_token: text(&var::AWS_SESSION_TOKEN).map(secrecy::SecretString::from),
+                }),
+                _ => None,
+            },
+            // An invalid value falls back to the default here; validation reports it later.
+            max_attempts: text(&var::RETRY_ATTEMPTS)
+                .and_then(|v| v.parse().ok())
+                .or_else(|| var::RETRY_ATTEMPTS.default.and_then(|d| d.parse().ok()))
+                .unwrap_or(1),
+        }
+    }
+
     /// Gathers variables from the file at `path` (if given), the environment (through
     /// `env`, so tests need not touch the process), and `flags`.
     pub fn gather(
@@ -347,7 +375,7 @@ impl RawConfig {
     }
 
     /// The plain text of a variable, if set (encrypted ones are not available yet).
-    pub fn plain(&self, name: &str) -> Option<&str> {
+    pub(crate) fn plain(&self, name: &str) -> Option<&str> {
         self.plain.get(name).map(|(v, _)| v.as_str())
     }
 
@@ -362,12 +390,12 @@ impl RawConfig {
     }
 
     /// Names of encrypted variables that will be decrypted.
-    pub fn encrypted_names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn encrypted_names(&self) -> impl Iterator<Item = &str> {
         self.encrypted.keys().map(String::as_str)
     }
 
     /// Decrypts one encrypted variable, for commands that need nothing else.
-    pub async fn decrypt_one(
+    pub(crate) async fn decrypt_one(
         &self,
         name: &str,
         kms: &impl kms::Decrypter,
@@ -401,22 +429,28 @@ impl RawConfig {
         self.check_required()?;
         let mut values =
             WipedOnDrop(std::mem::take(&mut self.plain).into_iter().map(|(k, (v, _))| (k, v)).collect());
+        #[cfg(test)]
         let mut secrets: Vec<SecretString> = Vec::new();
         let decrypted = kms::decrypt_all(kms, &self.encrypted).await?;
         for (name, plaintext) in decrypted {
             let text = plaintext.expose_secret().to_string();
+            #[cfg(test)]
             if !text.is_empty() && !is_public_variable(&name) {
                 secrets.push(plaintext);
             }
             values.insert(name, text);
         }
-        for var in variables::VARIABLES.iter().filter(|v| v.secrecy == Secrecy::Secret) {
+        #[cfg(test)]
+        for var in variables::VARIABLES.iter().filter(|v| v.secrecy == variables::Secrecy::Secret) {
             if let Some(v) = values.get(var.name).filter(|v| !v.is_empty()) {
                 secrets.push(SecretString::from(v.clone()));
             }
         }
         // `values` wipes its plain copies when it goes out of scope, on success or error.
-        validate(&Vars(&values), secrets)
+        let settings = validate(&Vars(&values))?;
+        #[cfg(test)]
+        let settings = Settings { secrets, ..settings };
+        Ok(settings)
     }
 }
 
@@ -454,8 +488,9 @@ impl Drop for WipedOnDrop {
 }
 
 /// Variables whose values are not secrets even when the file encrypts them.
+#[cfg(test)]
 fn is_public_variable(name: &str) -> bool {
-    variables::find(name).is_some_and(|v| v.secrecy == Secrecy::Public)
+    variables::find(name).is_some_and(|v| v.secrecy == variables::Secrecy::Public)
 }
 
 /// The gathered texts, read through the variables' descriptions in [`variables`].
@@ -543,7 +578,7 @@ impl Vars<'_> {
 
 /// Booleans: true/false in any case, 1/0, and YAML 1.1's yes/no/on/off (which the
 /// original's YAML library read as booleans). Anything else is an error, never false.
-pub fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
@@ -551,7 +586,7 @@ pub fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, ConfigError> {
+fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
     use variables as var;
     let ignore_cache = v.boolean(&var::IGNORE_CACHE)?;
     let kinesis_batch_size: usize = v.number(&var::KINESIS_BATCH_SIZE)?;
@@ -661,12 +696,13 @@ fn validate(v: &Vars<'_>, secrets: Vec<SecretString>) -> Result<Settings, Config
         cursor_max_age: v.hours(&var::CURSOR_MAX_AGE_HOURS, false)?,
         envisionware_retention: v.hours(&var::ENVISIONWARE_RETENTION_HOURS, true)?,
         stop_timeout: v.seconds(&var::STOP_TIMEOUT_SECONDS, true)?,
-        secrets,
+        #[cfg(test)]
+        secrets: Vec::new(),
     })
 }
 
 /// `LOG_LEVEL`'s text (unset or empty: the default), as a level.
-pub fn parse_log_level(text: Option<&str>) -> Result<LogLevel, ConfigError> {
+pub(crate) fn parse_log_level(text: Option<&str>) -> Result<LogLevel, ConfigError> {
     let text =
         text.map(str::trim).filter(|t| !t.is_empty()).or(variables::LOG_LEVEL.default).unwrap_or("info");
     LogLevel::parse(text).ok_or_else(|| {
@@ -675,7 +711,7 @@ pub fn parse_log_level(text: Option<&str>) -> Result<LogLevel, ConfigError> {
 }
 
 /// `LOG_FORMAT`'s text (unset or empty: the default): whether log lines are JSON.
-pub fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, ConfigError> {
+pub(crate) fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, ConfigError> {
     let text =
         text.map(str::trim).filter(|t| !t.is_empty()).or(variables::LOG_FORMAT.default).unwrap_or("text");
     match text.to_ascii_lowercase().as_str() {
@@ -686,7 +722,7 @@ pub fn parse_log_format_is_json(text: Option<&str>) -> Result<bool, ConfigError>
 }
 
 #[cfg(test)]
-mod documented_defaults_tests;
+pub(crate) mod documented_defaults_tests;
 
 #[cfg(test)]
 mod tests {
@@ -914,10 +950,10 @@ mod tests {
     fn optional_variable_effects() -> Vec<(&'static str, &'static str, &'static str, Observe)> {
         vec![
             effect("AWS_PROFILE", "pcr-admin", "Some(\"pcr-admin\")", |r, _| {
-                format!("{:?}", crate::app::aws_settings(r).profile)
+                format!("{:?}", r.aws_settings().profile)
             }),
             effect("AWS_ENDPOINT_URL", "http://127.0.0.1:9", "Some(\"http://127.0.0.1:9\")", |r, _| {
-                format!("{:?}", crate::app::aws_settings(r).endpoint_url)
+                format!("{:?}", r.aws_settings().endpoint_url)
             }),
             // Static credentials take effect only as a pair; each one alone must still be
             // read from the environment (the SDK's chain reads the pair there too).

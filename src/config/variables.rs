@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 /// Whether a run needs a variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requirement {
+pub(crate) enum Requirement {
     /// Every run needs it (set somewhere, even if empty: validation then says "is empty").
     Always,
     /// Needed unless `IGNORE_CACHE` is on (the cursor object's location).
@@ -19,7 +19,7 @@ pub enum Requirement {
 
 /// Whether a variable's value must stay out of every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Secrecy {
+pub(crate) enum Secrecy {
     /// Always a secret, wherever it comes from.
     Secret,
     /// A secret when the file encrypts it (`ENCRYPTED_VARIABLES`).
@@ -30,7 +30,7 @@ pub enum Secrecy {
 
 /// How a variable's text is read (the parser validation applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Text; empty counts as unset.
     Text,
     /// Text that may be empty (a database password).
@@ -61,7 +61,7 @@ pub enum Kind {
 
 impl Kind {
     /// How `--help` names the kind.
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             Self::Text => "text".into(),
             Self::Password => "secret text".into(),
@@ -82,7 +82,7 @@ impl Kind {
 
 /// One configuration variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Variable {
+pub(crate) struct Variable {
     /// The name, as in the file and the environment.
     pub name: &'static str,
     /// Whether a run needs it.
@@ -102,7 +102,7 @@ macro_rules! variables {
     ($($name:ident: $required:ident, $kind:expr, $default:expr, $secrecy:ident, $doc:literal;)*) => {
         $(
             #[doc = concat!("`", stringify!($name), "`: ", $doc)]
-            pub const $name: Variable = Variable {
+            pub(crate) const $name: Variable = Variable {
                 name: stringify!($name),
                 required: Requirement::$required,
                 default: $default,
@@ -112,7 +112,7 @@ macro_rules! variables {
             };
         )*
         /// Every variable this program reads, in the order of the README's table.
-        pub const VARIABLES: &[Variable] = &[$($name),*];
+        pub(crate) const VARIABLES: &[Variable] = &[$($name),*];
     };
 }
 
@@ -178,7 +178,7 @@ variables! {
 
 /// The connection variables of one database.
 #[derive(Debug, Clone, Copy)]
-pub struct Database {
+pub(crate) struct Database {
     /// `*_DB_HOST`.
     pub host: Variable,
     /// `*_DB_PORT`.
@@ -196,7 +196,7 @@ pub struct Database {
 }
 
 /// Envisionware's connection variables.
-pub const ENVISIONWARE_DB: Database = Database {
+pub(crate) const ENVISIONWARE_DB: Database = Database {
     host: ENVISIONWARE_DB_HOST,
     port: ENVISIONWARE_DB_PORT,
     name: ENVISIONWARE_DB_NAME,
@@ -207,7 +207,7 @@ pub const ENVISIONWARE_DB: Database = Database {
 };
 
 /// Sierra's connection variables.
-pub const SIERRA_DB: Database = Database {
+pub(crate) const SIERRA_DB: Database = Database {
     host: SIERRA_DB_HOST,
     port: SIERRA_DB_PORT,
     name: SIERRA_DB_NAME,
@@ -218,7 +218,7 @@ pub const SIERRA_DB: Database = Database {
 };
 
 /// Redshift's connection variables.
-pub const REDSHIFT_DB: Database = Database {
+pub(crate) const REDSHIFT_DB: Database = Database {
     host: REDSHIFT_DB_HOST,
     port: REDSHIFT_DB_PORT,
     name: REDSHIFT_DB_NAME,
@@ -229,13 +229,14 @@ pub const REDSHIFT_DB: Database = Database {
 };
 
 /// The variable named `name`, if this program reads it.
-pub fn find(name: &str) -> Option<&'static Variable> {
+#[cfg(test)]
+pub(crate) fn find(name: &str) -> Option<&'static Variable> {
     VARIABLES.iter().find(|v| v.name == name)
 }
 
 /// The variable list of `--help`: per variable, a line with its name, kind, and whether it
 /// is required or its default, then an indented line on what it does.
-pub fn help_text() -> String {
+pub(crate) fn help_text() -> String {
     let mut out = String::from("Variables (file, environment or --set):\n");
     for v in VARIABLES {
         let need = match (v.required, v.default) {

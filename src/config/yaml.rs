@@ -15,7 +15,7 @@ pub struct ConfigFile {
 }
 
 /// Parses the file's text. The error names the problem, never a value.
-pub fn parse(text: &str) -> Result<ConfigFile, String> {
+pub(crate) fn parse(text: &str) -> Result<ConfigFile, String> {
     let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
         Some(loc) => format!("invalid YAML at line {} column {}", loc.line(), loc.column()),
         None => "invalid YAML".to_string(),

@@ -12,7 +12,7 @@ use crate::db::DbError;
 
 /// One `sierra_view.phrase_entry` row that matched a looked-up barcode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhraseEntry {
+pub(crate) struct PhraseEntry {
     /// `index_tag || index_entry`, i.e. `b` followed by the barcode.
     pub tagged_barcode: String,
     /// `record_id`: the Sierra patron id.
@@ -21,7 +21,7 @@ pub struct PhraseEntry {
 
 /// One `sierra_view.patron_view` row.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PatronRow {
+pub(crate) struct PatronRow {
     /// `id`: the patron id.
     pub id: i64,
     /// `barcode` on the patron record (may differ from the phrase entry's).
@@ -58,7 +58,7 @@ pub struct Geo {
 
 /// One `patron_info` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeoRow {
+pub(crate) struct GeoRow {
     /// Pseudonymous patron id (NULL rows are ignored).
     pub patron_id: Option<String>,
     /// Postal code.
@@ -87,7 +87,7 @@ pub trait GeoDirectory {
 
 /// Rule 1: barcode -> patron id. Identical pairs collapse; a barcode that maps to more
 /// than one distinct patron id maps to none. Only the one-character tag is removed.
-pub fn patron_ids_by_barcode(entries: &[PhraseEntry]) -> HashMap<String, i64> {
+pub(crate) fn patron_ids_by_barcode(entries: &[PhraseEntry]) -> HashMap<String, i64> {
     let mut ids: HashMap<&str, HashSet<i64>> = HashMap::new();
     for e in entries {
         let mut chars = e.tagged_barcode.chars();
@@ -110,7 +110,7 @@ pub fn patron_ids_by_barcode(entries: &[PhraseEntry]) -> HashMap<String, i64> {
 /// Rules 2 and 3: for each barcode with a patron id, prefer patron rows whose id and
 /// barcode both match, else the rows whose id matches; rows that agree on every
 /// attribute collapse; if more than one remains the attributes are NULL.
-pub fn match_patrons(ids: &HashMap<String, i64>, rows: &[PatronRow]) -> HashMap<String, PatronMatch> {
+pub(crate) fn match_patrons(ids: &HashMap<String, i64>, rows: &[PatronRow]) -> HashMap<String, PatronMatch> {
     let mut by_id: HashMap<i64, Vec<&PatronRow>> = HashMap::new();
     for r in rows {
         by_id.entry(r.id).or_default().push(r);
@@ -142,15 +142,9 @@ pub fn match_patrons(ids: &HashMap<String, i64>, rows: &[PatronRow]) -> HashMap<
         .collect()
 }
 
-/// Trims a Sierra home library code; empty and `none` become NULL.
-pub fn clean_home_library_code(code: Option<&str>) -> Option<String> {
-    let trimmed = code?.trim();
-    (!trimmed.is_empty() && trimmed != "none").then(|| trimmed.to_string())
-}
-
 /// The Redshift rule: NULL patron ids are ignored; an id on more than one row gets no
 /// data at all (returned in the second list, for a warning).
-pub fn geo_by_patron(rows: Vec<GeoRow>) -> (HashMap<String, Geo>, Vec<String>) {
+pub(crate) fn geo_by_patron(rows: Vec<GeoRow>) -> (HashMap<String, Geo>, Vec<String>) {
     let mut seen: HashMap<String, (Geo, usize)> = HashMap::new();
     for r in rows {
         let Some(id) = r.patron_id else { continue };
@@ -250,16 +244,6 @@ mod tests {
         let m = &match_patrons(&ids, &[])["111"];
         assert_eq!(m.patron_id, 1);
         assert_eq!(m.ptype_code, None);
-    }
-
-    #[test]
-    fn home_library_codes_are_trimmed_and_none_or_blank_is_null() {
-        assert_eq!(clean_home_library_code(Some("sa   ")), Some("sa".into()));
-        assert_eq!(clean_home_library_code(Some("  ")), None);
-        assert_eq!(clean_home_library_code(Some("")), None);
-        assert_eq!(clean_home_library_code(Some("none")), None);
-        assert_eq!(clean_home_library_code(Some("none ")), None);
-        assert_eq!(clean_home_library_code(None), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::retry::{RetryPolicy, retry};
 
 /// The warehouse table: `pc_reserve` for production, else `pc_reserve_<REDSHIFT_DB_NAME>`.
-pub fn pc_reserve_table(patron_table: &str) -> String {
+pub(crate) fn pc_reserve_table(patron_table: &str) -> String {
     patron_table.replacen("patron_info", "pc_reserve", 1)
 }
 
@@ -46,13 +46,13 @@ impl Redshift {
     }
 
     /// The warehouse table the sent records land in, beside the patron table.
-    pub fn pc_reserve_table(&self) -> String {
+    pub(crate) fn pc_reserve_table(&self) -> String {
         pc_reserve_table(&self.table)
     }
 
     /// The warehouse's rows for `date` (`transaction_et`) in [`Self::pc_reserve_table`],
     /// and the distinct `key`s among them. Not retried: `reconcile` asks once.
-    pub async fn count_sent_on(&self, date: NaiveDate) -> Result<(u64, u64), DbError> {
+    pub(crate) async fn count_sent_on(&self, date: NaiveDate) -> Result<(u64, u64), DbError> {
         // The table name derives from REDSHIFT_DB_NAME, which the configuration restricts
         // to letters, digits and `_`.
         let sql = format!(
@@ -86,7 +86,7 @@ impl Redshift {
     /// What `check` runs: the lookup exactly as a run sends it, for an id that matches
     /// nothing, then its result columns checked against the types a run decodes them as.
     /// The column check prepares a named statement, so its connection is closed after.
-    pub async fn probe(&self) -> Result<(), DbError> {
+    pub(crate) async fn probe(&self) -> Result<(), DbError> {
         let lookup = context(&self.table);
         self.geo_by_patron(&[NO_SUCH_PATRON.to_string()]).await.map_err(&lookup)?;
         let mut conn = with_timeout(self.statement_timeout, self.pool.acquire()).await?;

@@ -41,7 +41,7 @@ impl Sierra {
     /// What `check` runs: both lookups exactly as a run sends them, with arrays that
     /// match nothing, then the result columns of both statements checked against the
     /// types a run decodes them as.
-    pub async fn probe(&self) -> Result<(), DbError> {
+    pub(crate) async fn probe(&self) -> Result<(), DbError> {
         self.phrase_entries(&[]).await.map_err(context("phrase_entry lookup"))?;
         self.patron_rows(&[]).await.map_err(context("patron_view lookup"))?;
         let mut conn = with_timeout(self.statement_timeout, self.pool.acquire()).await?;

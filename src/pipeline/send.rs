@@ -23,7 +23,7 @@ pub(super) struct Sent {
     /// The cursor as last saved (the run's start until a request is acknowledged).
     pub(super) cursor: Cursor,
     /// Records sent, by retrieval status.
-    pub(super) by_status: BTreeMap<&'static str, u64>,
+    pub(super) by_status: BTreeMap<RetrievalStatus, u64>,
     /// Requests acknowledged.
     pub(super) requests: u64,
     /// Records resent after partial failures.
@@ -125,7 +125,7 @@ impl<Geos: GeoDirectory, Store: CursorStore, Put: PutRecords> SendStage<'_, Geos
             self.sent.requests += 1;
         }
         for receipt in request.receipts {
-            *self.sent.by_status.entry(receipt.status.as_str()).or_default() += 1;
+            *self.sent.by_status.entry(receipt.status).or_default() += 1;
         }
         if let Some(last) = request.receipts.last() {
             self.sent.cursor = last.cursor;

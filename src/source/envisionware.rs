@@ -94,7 +94,7 @@ impl Envisionware {
     /// What `check` runs: the keyset read exactly as a run sends it, after the last
     /// possible cursor (so it matches nothing), and the retention query; then the result
     /// columns of both checked against the types a run decodes them as.
-    pub async fn probe(&self) -> Result<(), DbError> {
+    pub(crate) async fn probe(&self) -> Result<(), DbError> {
         let keyset = context("keyset read");
         let last = NaiveDate::from_ymd_opt(9999, 12, 31)
             .and_then(|d| d.and_hms_opt(23, 59, 59))
@@ -121,7 +121,11 @@ impl Envisionware {
 
     /// Counts the reservations strictly after `after` in cursor order, and before `until`
     /// when given (the rows a run from `after` would read). Not retried: the tools ask once.
-    pub async fn count_after(&self, after: Cursor, until: Option<NaiveDateTime>) -> Result<u64, DbError> {
+    pub(crate) async fn count_after(
+        &self,
+        after: Cursor,
+        until: Option<NaiveDateTime>,
+    ) -> Result<u64, DbError> {
         let query = sqlx::query_scalar(if until.is_some() { COUNT_AFTER_BEFORE } else { COUNT_AFTER })
             .bind(after.date_time)
             .bind(after.date_time)
@@ -135,12 +139,12 @@ impl Envisionware {
     }
 
     /// The newest `pcrDateTime`, if any.
-    pub async fn newest(&self) -> Result<Option<NaiveDateTime>, DbError> {
+    pub(crate) async fn newest(&self) -> Result<Option<NaiveDateTime>, DbError> {
         with_timeout(self.statement_timeout, sqlx::query_scalar(NEWEST).fetch_one(&self.pool)).await
     }
 
     /// Reservations whose `pcrDateTime` falls on `date`.
-    pub async fn count_on(&self, date: NaiveDate) -> Result<u64, DbError> {
+    pub(crate) async fn count_on(&self, date: NaiveDate) -> Result<u64, DbError> {
         let start = date.and_time(chrono::NaiveTime::MIN);
         let end = start + chrono::Duration::days(1);
         let query = sqlx::query_scalar(COUNT_BETWEEN).bind(start).bind(end);
@@ -149,12 +153,12 @@ impl Envisionware {
     }
 
     /// Envisionware's own date today.
-    pub async fn today(&self) -> Result<NaiveDate, DbError> {
+    pub(crate) async fn today(&self) -> Result<NaiveDate, DbError> {
         with_timeout(self.statement_timeout, sqlx::query_scalar(TODAY).fetch_one(&self.pool)).await
     }
 
     /// Closes the pool (tools that open a reader for one question).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await;
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::support::{TestEnv, by_key, dt, p, row};
 use pc_reserve_poller::app::AppError;
-use pc_reserve_poller::domain::Cursor;
+use pc_reserve_poller::domain::{Cursor, RetrievalStatus};
 use pc_reserve_poller::pipeline::RunError;
 
 #[tokio::test]
@@ -157,7 +157,7 @@ async fn several_batches_send_everything_once_and_leave_the_cursor_on_the_last()
         env.run(&[("ENVISIONWARE_BATCH_SIZE", Some("10")), ("KINESIS_BATCH_SIZE", Some("4"))]).await.unwrap();
     assert_eq!((summary.batches, summary.reservations, summary.records()), (3, 25, 25));
     assert_eq!(summary.requests, 3 + 3 + 2);
-    assert_eq!(summary.by_status.get("found"), Some(&25));
+    assert_eq!(summary.by_status.get(&RetrievalStatus::Found), Some(&25));
     assert_eq!(summary.pseudonyms_computed, 25 + 7, "each key and each patron hashed once");
     let sent = by_key(&env.sent().await);
     assert_eq!(sent.len(), 25);
