@@ -588,69 +588,18 @@ pub(crate) fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
 
 fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
     use variables as var;
+    // Checked in this order, so the first problem reported stays the same.
     let ignore_cache = v.boolean(&var::IGNORE_CACHE)?;
-    let kinesis_batch_size: usize = v.number(&var::KINESIS_BATCH_SIZE)?;
-    if !(1..=500).contains(&kinesis_batch_size) {
-        return Err(invalid(
-            var::KINESIS_BATCH_SIZE.name,
-            "must be between 1 and 500 (the PutRecords limit)",
-        ));
-    }
-    let envisionware_batch_size: usize = v.number(&var::ENVISIONWARE_BATCH_SIZE)?;
-    if envisionware_batch_size == 0 {
-        return Err(invalid(var::ENVISIONWARE_BATCH_SIZE.name, "must be at least 1"));
-    }
+    let (kinesis_batch_size, envisionware_batch_size) = batch_sizes(v)?;
     let salt = Salt::parse(v.required(&var::BCRYPT_SALT)?)
         .map_err(|e| invalid(var::BCRYPT_SALT.name, e.to_string()))?;
-    let redshift_name = v.required(&var::REDSHIFT_DB_NAME)?;
-    if !redshift_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(invalid(
-            var::REDSHIFT_DB_NAME.name,
-            "may hold only letters, digits and _ (it names a table)",
-        ));
-    }
-    let redshift_patron_table = if redshift_name == "production" {
-        "patron_info".to_string()
-    } else {
-        format!("patron_info_{redshift_name}")
-    };
-    let (s3_bucket, s3_resource) = if ignore_cache {
-        (
-            v.optional(&var::S3_BUCKET).unwrap_or_default().to_string(),
-            v.optional(&var::S3_RESOURCE).unwrap_or_default().to_string(),
-        )
-    } else {
-        (v.required(&var::S3_BUCKET)?.to_string(), v.required(&var::S3_RESOURCE)?.to_string())
-    };
-    let start_cursor = match (v.optional(&var::PCR_DATE_TIME), v.optional(&var::PCR_KEY)) {
-        (None, None) => None,
-        _ => {
-            let date_time =
-                v.or_default(&var::PCR_DATE_TIME).and_then(crate::domain::parse_naive_date_time).ok_or_else(
-                    || invalid(var::PCR_DATE_TIME.name, "must be a date-time like 2023-01-01 00:00:00"),
-                )?;
-            Some(Cursor { date_time, key: v.number(&var::PCR_KEY)? })
-        }
-    };
-    let max_batches = match v.optional(&var::MAX_BATCHES) {
-        None => None,
-        Some(t) => match t.parse::<u64>() {
-            Ok(0) | Err(_) => {
-                return Err(invalid(var::MAX_BATCHES.name, "must be a whole number of at least 1"));
-            }
-            Ok(n) => Some(n),
-        },
-    };
+    let redshift_patron_table = redshift_patron_table(v)?;
+    let (s3_bucket, s3_resource) = cursor_object(v, ignore_cache)?;
+    let start_cursor = start_cursor(v)?;
+    let max_batches = max_batches(v)?;
     let log_level = parse_log_level(v.optional(&var::LOG_LEVEL))?;
-    let schema_url = v.required(&var::PC_RESERVE_SCHEMA_URL)?;
-    if !(schema_url.starts_with("http://") || schema_url.starts_with("https://")) {
-        return Err(invalid(var::PC_RESERVE_SCHEMA_URL.name, "must be an http:// or https:// URL"));
-    }
-    let attempts: u32 = v.number(&var::RETRY_ATTEMPTS)?;
-    if attempts == 0 {
-        return Err(invalid(var::RETRY_ATTEMPTS.name, "must be at least 1"));
-    }
-    let base_delay_ms: u64 = v.number(&var::RETRY_BASE_DELAY_MS)?;
+    let schema_url = schema_url(v)?;
+    let retry = retry_policy(v)?;
     let lease_resource = match v.optional(&var::LEASE_RESOURCE) {
         Some(k) => k.to_string(),
         None if s3_resource.is_empty() => String::new(),
@@ -669,24 +618,15 @@ fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
         salt,
         s3_bucket,
         s3_resource,
-        schema_url: schema_url.to_string(),
+        schema_url,
         log_level,
         max_batches,
         ignore_cache,
         ignore_kinesis: v.boolean(&var::IGNORE_KINESIS)?,
         start_cursor,
         pseudonym_threads: v.number(&var::PSEUDONYM_THREADS)?,
-        pseudonym_kernel: match v.optional(&var::PSEUDONYM_KERNEL) {
-            None => Kernel::DEFAULT,
-            Some(k) => Kernel::parse(k).ok_or_else(|| {
-                invalid(var::PSEUDONYM_KERNEL.name, "must be crate, lanes1, lanes2, lanes3 or lanes4")
-            })?,
-        },
-        retry: RetryPolicy {
-            attempts,
-            base_delay: Duration::from_millis(base_delay_ms),
-            max_delay: Duration::from_secs(20),
-        },
+        pseudonym_kernel: pseudonym_kernel(v)?,
+        retry,
         connect_timeout: v.seconds(&var::DB_CONNECT_TIMEOUT_SECONDS, true)?,
         statement_timeout: v.seconds(&var::DB_STATEMENT_TIMEOUT_SECONDS, true)?,
         schema_timeout: v.seconds(&var::SCHEMA_TIMEOUT_SECONDS, true)?,
@@ -699,6 +639,112 @@ fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
         #[cfg(test)]
         secrets: Vec::new(),
     })
+}
+
+/// `KINESIS_BATCH_SIZE` (1 to 500, the PutRecords limit) and `ENVISIONWARE_BATCH_SIZE` (at
+/// least 1).
+fn batch_sizes(v: &Vars<'_>) -> Result<(usize, usize), ConfigError> {
+    use variables as var;
+    let kinesis: usize = v.number(&var::KINESIS_BATCH_SIZE)?;
+    if !(1..=500).contains(&kinesis) {
+        return Err(invalid(
+            var::KINESIS_BATCH_SIZE.name,
+            "must be between 1 and 500 (the PutRecords limit)",
+        ));
+    }
+    let envisionware: usize = v.number(&var::ENVISIONWARE_BATCH_SIZE)?;
+    if envisionware == 0 {
+        return Err(invalid(var::ENVISIONWARE_BATCH_SIZE.name, "must be at least 1"));
+    }
+    Ok((kinesis, envisionware))
+}
+
+/// The Redshift table of patrons: `patron_info` for `production`, else
+/// `patron_info_<REDSHIFT_DB_NAME>`. The name becomes part of SQL text, so it may hold only
+/// letters, digits and `_`.
+fn redshift_patron_table(v: &Vars<'_>) -> Result<String, ConfigError> {
+    use variables as var;
+    let name = v.required(&var::REDSHIFT_DB_NAME)?;
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(invalid(
+            var::REDSHIFT_DB_NAME.name,
+            "may hold only letters, digits and _ (it names a table)",
+        ));
+    }
+    Ok(if name == "production" { "patron_info".to_string() } else { format!("patron_info_{name}") })
+}
+
+/// `S3_BUCKET` and `S3_RESOURCE`: required unless the cache is ignored.
+fn cursor_object(v: &Vars<'_>, ignore_cache: bool) -> Result<(String, String), ConfigError> {
+    use variables as var;
+    Ok(if ignore_cache {
+        (
+            v.optional(&var::S3_BUCKET).unwrap_or_default().to_string(),
+            v.optional(&var::S3_RESOURCE).unwrap_or_default().to_string(),
+        )
+    } else {
+        (v.required(&var::S3_BUCKET)?.to_string(), v.required(&var::S3_RESOURCE)?.to_string())
+    })
+}
+
+/// The start cursor from `PCR_DATE_TIME`/`PCR_KEY`, when either is set (the other takes its
+/// default).
+fn start_cursor(v: &Vars<'_>) -> Result<Option<Cursor>, ConfigError> {
+    use variables as var;
+    if v.optional(&var::PCR_DATE_TIME).is_none() && v.optional(&var::PCR_KEY).is_none() {
+        return Ok(None);
+    }
+    let date_time = v
+        .or_default(&var::PCR_DATE_TIME)
+        .and_then(crate::domain::parse_naive_date_time)
+        .ok_or_else(|| invalid(var::PCR_DATE_TIME.name, "must be a date-time like 2023-01-01 00:00:00"))?;
+    Ok(Some(Cursor { date_time, key: v.number(&var::PCR_KEY)? }))
+}
+
+/// `MAX_BATCHES`: unset for no limit, else a whole number of at least 1.
+fn max_batches(v: &Vars<'_>) -> Result<Option<u64>, ConfigError> {
+    use variables as var;
+    match v.optional(&var::MAX_BATCHES).map(str::parse::<u64>) {
+        None => Ok(None),
+        Some(Ok(n)) if n > 0 => Ok(Some(n)),
+        Some(_) => Err(invalid(var::MAX_BATCHES.name, "must be a whole number of at least 1")),
+    }
+}
+
+/// `PC_RESERVE_SCHEMA_URL`: an http:// or https:// URL.
+fn schema_url(v: &Vars<'_>) -> Result<String, ConfigError> {
+    use variables as var;
+    let url = v.required(&var::PC_RESERVE_SCHEMA_URL)?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(var::PC_RESERVE_SCHEMA_URL.name, "must be an http:// or https:// URL"));
+    }
+    Ok(url.to_string())
+}
+
+/// `RETRY_ATTEMPTS` (at least 1) and `RETRY_BASE_DELAY_MS`; backoff is capped at 20 s.
+fn retry_policy(v: &Vars<'_>) -> Result<RetryPolicy, ConfigError> {
+    use variables as var;
+    let attempts: u32 = v.number(&var::RETRY_ATTEMPTS)?;
+    if attempts == 0 {
+        return Err(invalid(var::RETRY_ATTEMPTS.name, "must be at least 1"));
+    }
+    let base_delay_ms: u64 = v.number(&var::RETRY_BASE_DELAY_MS)?;
+    Ok(RetryPolicy {
+        attempts,
+        base_delay: Duration::from_millis(base_delay_ms),
+        max_delay: Duration::from_secs(20),
+    })
+}
+
+/// `PSEUDONYM_KERNEL`: unset for the default kernel.
+fn pseudonym_kernel(v: &Vars<'_>) -> Result<Kernel, ConfigError> {
+    use variables as var;
+    match v.optional(&var::PSEUDONYM_KERNEL) {
+        None => Ok(Kernel::DEFAULT),
+        Some(k) => Kernel::parse(k).ok_or_else(|| {
+            invalid(var::PSEUDONYM_KERNEL.name, "must be crate, lanes1, lanes2, lanes3 or lanes4")
+        }),
+    }
 }
 
 /// `LOG_LEVEL`'s text (unset or empty: the default), as a level.
