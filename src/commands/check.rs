@@ -140,90 +140,107 @@ pub(crate) async fn dependencies(
     sdk: &aws_config::SdkConfig,
     aws: &crate::aws::AwsSettings,
 ) -> Vec<CheckLine> {
-    let once = RetryPolicy::none();
     let timeout = settings.statement_timeout.min(settings.connect_timeout.max(Duration::from_secs(5)));
-    let schema = timed("schema", async {
-        fetch_encoder(&settings.schema_url, settings.schema_timeout, &once)
-            .await
-            .map(|_| "fetched; carries every PcReserve field".to_string())
-            .map_err(|e| e.to_string())
-    });
-    // Each database runs the statements of a run, through the functions a run uses, on
-    // a pool opened as a run opens it.
-    let envisionware = timed("Envisionware", async {
-        reachable::<sqlx::MySqlConnection>(settings, &mysql_options(&settings.envisionware)).await?;
-        let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &once)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let source = Envisionware::new(pool.clone(), timeout, once).with_settle_delay(settings.settle_delay);
-        let probed = source.probe().await;
-        pool.close().await;
-        probed.map_err(|e| e.to_string())?;
-        Ok("connected; the keyset read and the retention query run, their columns decode".to_string())
-    });
-    let sierra = timed("Sierra", async {
-        let options = pg_options(&settings.sierra, false, settings.statement_timeout);
-        reachable::<sqlx::PgConnection>(settings, &options).await?;
-        let pool = connect_pg("Sierra connect", options, settings.connect_timeout, &once)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let probed = Sierra::new(pool.clone(), timeout, once).probe().await;
-        pool.close().await;
-        probed.map_err(|e| e.to_string())?;
-        Ok("connected; the phrase_entry and patron_view lookups run, their columns decode".to_string())
-    });
-    let redshift = timed("Redshift", async {
-        let table = &settings.redshift_patron_table;
-        let options = pg_options(&settings.redshift, true, settings.statement_timeout);
-        reachable::<sqlx::PgConnection>(settings, &options).await?;
-        let pool = connect_pg("Redshift connect", options, settings.connect_timeout, &once)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let probed = Redshift::new(pool.clone(), table.clone(), timeout, once).probe().await;
-        pool.close().await;
-        probed.map_err(|e| e.to_string())?;
-        Ok(format!("connected; the {table} lookup runs, its columns decode"))
-    });
-    let kinesis = timed("Kinesis", async {
-        if settings.ignore_kinesis {
-            return Ok("IGNORE_KINESIS is set; not checked".to_string());
-        }
-        let client = aws_sdk_kinesis::Client::new(sdk);
-        let out =
-            client.describe_stream_summary().stream_arn(&settings.kinesis_stream_arn).send().await.map_err(
-                |e| {
-                    crate::permissions::describe(
-                        &e,
-                        "kinesis:DescribeStreamSummary",
-                        &settings.kinesis_stream_arn,
-                    )
-                },
-            )?;
-        let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
-        let status = summary.stream_status().as_str().to_string();
-        let detail =
-            format!("{} {status}, {} open shard(s)", summary.stream_name(), summary.open_shard_count());
-        if status == "ACTIVE" || status == "UPDATING" { Ok(detail) } else { Err(detail) }
-    });
-    let s3 = timed("S3 cursor", async {
-        if settings.ignore_cache {
-            return Ok("IGNORE_CACHE is set; not checked".to_string());
-        }
-        // No HeadBucket: it needs s3:ListBucket, which the task role does not have
-        // (deploy/iam-policy.json); reading the cursor object shows a missing bucket too.
-        let client = app::s3_client(sdk, aws);
-        let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
-        let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
-        match store.load().await.map_err(|e| e.to_string())? {
-            Some(Cursor { date_time, .. }) => Ok(format!("{location} at {}", format_date_time(date_time))),
-            None if settings.start_cursor.is_some() => {
-                Ok(format!("{location} does not exist yet; the first run starts at PCR_DATE_TIME"))
-            }
-            None => Err(format!("{location} does not exist and PCR_DATE_TIME/PCR_KEY are not set")),
-        }
-    });
-    let (a, b, c, d, e, f) = tokio::join!(schema, envisionware, sierra, redshift, kinesis, s3);
+    let (a, b, c, d, e, f) = tokio::join!(
+        timed("schema", schema(settings)),
+        timed("Envisionware", envisionware(settings, timeout)),
+        timed("Sierra", sierra(settings, timeout)),
+        timed("Redshift", redshift(settings, timeout)),
+        timed("Kinesis", kinesis(settings, sdk)),
+        timed("S3 cursor", s3_cursor(settings, sdk, aws)),
+    );
     vec![a, b, c, d, e, f]
+}
+
+async fn schema(settings: &Settings) -> Result<String, String> {
+    fetch_encoder(&settings.schema_url, settings.schema_timeout, &RetryPolicy::none())
+        .await
+        .map(|_| "fetched; carries every PcReserve field".to_string())
+        .map_err(|e| e.to_string())
+}
+
+// Each database runs the statements of a run, through the functions a run uses, on a pool
+// opened as a run opens it (after one plain connection, which a refusal answers at once).
+
+async fn envisionware(settings: &Settings, timeout: Duration) -> Result<String, String> {
+    let once = RetryPolicy::none();
+    reachable::<sqlx::MySqlConnection>(settings, &mysql_options(&settings.envisionware)).await?;
+    let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &once)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let source = Envisionware::new(pool.clone(), timeout, once).with_settle_delay(settings.settle_delay);
+    let probed = source.probe().await;
+    pool.close().await;
+    probed.map_err(|e| e.to_string())?;
+    Ok("connected; the keyset read and the retention query run, their columns decode".to_string())
+}
+
+async fn sierra(settings: &Settings, timeout: Duration) -> Result<String, String> {
+    let once = RetryPolicy::none();
+    let options = pg_options(&settings.sierra, false, settings.statement_timeout);
+    reachable::<sqlx::PgConnection>(settings, &options).await?;
+    let pool = connect_pg("Sierra connect", options, settings.connect_timeout, &once)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let probed = Sierra::new(pool.clone(), timeout, once).probe().await;
+    pool.close().await;
+    probed.map_err(|e| e.to_string())?;
+    Ok("connected; the phrase_entry and patron_view lookups run, their columns decode".to_string())
+}
+
+async fn redshift(settings: &Settings, timeout: Duration) -> Result<String, String> {
+    let once = RetryPolicy::none();
+    let table = &settings.redshift_patron_table;
+    let options = pg_options(&settings.redshift, true, settings.statement_timeout);
+    reachable::<sqlx::PgConnection>(settings, &options).await?;
+    let pool = connect_pg("Redshift connect", options, settings.connect_timeout, &once)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let probed = Redshift::new(pool.clone(), table.clone(), timeout, once).probe().await;
+    pool.close().await;
+    probed.map_err(|e| e.to_string())?;
+    Ok(format!("connected; the {table} lookup runs, its columns decode"))
+}
+
+async fn kinesis(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<String, String> {
+    if settings.ignore_kinesis {
+        return Ok("IGNORE_KINESIS is set; not checked".to_string());
+    }
+    let client = aws_sdk_kinesis::Client::new(sdk);
+    let out = client
+        .describe_stream_summary()
+        .stream_arn(&settings.kinesis_stream_arn)
+        .send()
+        .await
+        .map_err(|e| {
+            crate::permissions::describe(&e, "kinesis:DescribeStreamSummary", &settings.kinesis_stream_arn)
+        })?;
+    let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
+    let status = summary.stream_status().as_str().to_string();
+    let detail = format!("{} {status}, {} open shard(s)", summary.stream_name(), summary.open_shard_count());
+    if status == "ACTIVE" || status == "UPDATING" { Ok(detail) } else { Err(detail) }
+}
+
+async fn s3_cursor(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+    aws: &crate::aws::AwsSettings,
+) -> Result<String, String> {
+    if settings.ignore_cache {
+        return Ok("IGNORE_CACHE is set; not checked".to_string());
+    }
+    // No HeadBucket: it needs s3:ListBucket, which the task role does not have
+    // (deploy/iam-policy.json); reading the cursor object shows a missing bucket too.
+    let client = app::s3_client(sdk, aws);
+    let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
+    let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
+    match store.load().await.map_err(|e| e.to_string())? {
+        Some(Cursor { date_time, .. }) => Ok(format!("{location} at {}", format_date_time(date_time))),
+        None if settings.start_cursor.is_some() => {
+            Ok(format!("{location} does not exist yet; the first run starts at PCR_DATE_TIME"))
+        }
+        None => Err(format!("{location} does not exist and PCR_DATE_TIME/PCR_KEY are not set")),
+    }
 }
 
 #[cfg(test)]
