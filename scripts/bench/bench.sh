@@ -25,7 +25,7 @@
 # load (uptime) is recorded with them: other work on the machine lowers the efficiency.
 # Uses the shared demo databases and stream: nothing else may use them meanwhile.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N=${1:-10000}
 COSTS=${PCR_BENCH_COSTS:-"4 7"}
 RPS=${PCR_BENCH_RECORDS_PER_SECOND:-0}
@@ -66,7 +66,7 @@ for cost in $COSTS; do
 
   step "cost $cost, run $run/$REPEAT: resetting the stream and cursor, seeding $N reservations"
   scripts/local-stack.sh reset >/dev/null
-  .venv/bin/python scripts/seed_demo.py --reservations "$N" 2>"$tag.seed.log"
+  .venv/bin/python scripts/demo/seed_demo.py --reservations "$N" 2>"$tag.seed.log"
 
   step "cost $cost: single-core bcrypt rate (before)"
   "$BENCH_BIN" bench-hash --cost "$cost" --seconds 3 "${KERNEL_ARGS[@]}" | tee "$tag.rate-before.json"
@@ -74,15 +74,15 @@ for cost in $COSTS; do
 
   step "cost $cost: ENVIRONMENT=local pc-reserve-poller"
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-  python3 scripts/cpu_snapshot.py take "$tag.cpu-before.json"
+  python3 scripts/bench/cpu_snapshot.py take "$tag.cpu-before.json"
   ENVIRONMENT=local KINESIS_MAX_RECORDS_PER_SECOND=$RPS \
     /usr/bin/time -v -o "$tag.time" "$BIN" >"$tag.log" 2>&1 || {
     tail -5 "$tag.log" >&2
     echo "bench.sh: the run failed (log: $tag.log)" >&2
     exit 1
   }
-  python3 scripts/cpu_snapshot.py take "$tag.cpu-after.json"
-  python3 scripts/cpu_snapshot.py diff "$tag.cpu-before.json" "$tag.cpu-after.json" >"$tag.cpu.json"
+  python3 scripts/bench/cpu_snapshot.py take "$tag.cpu-after.json"
+  python3 scripts/bench/cpu_snapshot.py diff "$tag.cpu-before.json" "$tag.cpu-after.json" >"$tag.cpu.json"
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
   grep "run finished" "$tag.log" >&2
 
@@ -91,7 +91,7 @@ for cost in $COSTS; do
 
   if [ "${PCR_BENCH_VERIFY:-0}" = 1 ]; then
     step "cost $cost: checking every record against the independent oracle"
-    .venv/bin/python scripts/verify_demo.py
+    .venv/bin/python scripts/demo/verify_demo.py
   fi
 
   python3 - "$tag" "$cost" "$N" "$(nproc)" "$load_before" "$load_after" "$RPS" <<'EOF'

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$SCRIPTS_DIR")
+ROOT=$(cd "$SCRIPTS_DIR/../.." && pwd)
 LOCAL="$ROOT/.local"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
@@ -205,7 +205,7 @@ ensure_venv() {
   local stamp="$VENV/.pcr-requirements.sha256" want
   want=$(sha256sum "$SCRIPTS_DIR/requirements.txt" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! [ -x "$VENV/bin/moto_server" ]; then
-    say "venv: pip install -r scripts/requirements.txt"
+    say "venv: pip install -r scripts/local-stack/requirements.txt"
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$PY" -m pip install -q --default-timeout=60 \
       -r "$SCRIPTS_DIR/requirements.txt" >&2 || die "pip install failed"
     echo "$want" >"$stamp"

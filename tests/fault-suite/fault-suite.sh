@@ -7,9 +7,9 @@
 #   scripts/fault-suite.sh --table    also print the README's Markdown table
 #   scripts/fault-suite.sh --only kill --kills 50
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 # shellcheck disable=SC1091
 [ -f .local/env ] && . .local/env
 cargo build --locked --quiet
 bin="${CARGO_TARGET_DIR:-target}/debug/pc-reserve-poller"
-exec .venv/bin/python scripts/fault_suite.py "$bin" "$@"
+exec .venv/bin/python tests/fault-suite/fault_suite.py "$bin" "$@"

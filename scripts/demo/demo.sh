@@ -8,7 +8,7 @@
 #   PCR_PROFILE=release scripts/demo.sh 10000     use an optimised build
 #   PCR_DEMO_BCRYPT_COST=7 scripts/demo.sh        a production-like bcrypt cost
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N=${1:-10000}
 PROFILE=${PCR_PROFILE:-debug}
 
@@ -21,7 +21,7 @@ scripts/local-stack.sh up
 scripts/local-stack.sh reset
 
 step "seeding $N reservations"
-.venv/bin/python scripts/seed_demo.py --reservations "$N"
+.venv/bin/python scripts/demo/seed_demo.py --reservations "$N"
 
 step "building ($PROFILE)"
 if [ "$PROFILE" = release ]; then
@@ -43,9 +43,9 @@ env -u AWS_ENDPOINT_URL -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_DEF
 
 if [ "${PCR_DEMO_QUIET:-0}" != 1 ]; then
   step "what was sent"
-  .venv/bin/python scripts/show_sent.py --limit 3
+  .venv/bin/python scripts/demo/show_sent.py --limit 3
 fi
 
 step "checking every record against the independent oracle"
-.venv/bin/python scripts/verify_demo.py
+.venv/bin/python scripts/demo/verify_demo.py
 echo "demo: the README's commands run this build: export PATH=\"\$PWD/.local/bin:\$PATH\" (then ENVIRONMENT=local pc-reserve-poller check)" >&2
