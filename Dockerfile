@@ -6,7 +6,7 @@
 #   docker image build -t pc-reserve-poller:local .
 #   docker container run --rm -e ENVIRONMENT=qa -e AWS_PROFILE=... pc-reserve-poller:local check
 #
-# scripts/check-image-context.sh lays out what the COPY lines below take from the build
+# scripts/checks/check-image-context.sh lays out what the COPY lines below take from the build
 # context (after .dockerignore) and builds it with cargo, without a container engine.
 
 FROM rust:1-slim-bookworm AS build

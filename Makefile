@@ -23,7 +23,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	scripts/lint-deploy.sh
+	scripts/checks/lint-deploy.sh
 
 fmt:
 	cargo fmt --all

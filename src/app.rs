@@ -166,11 +166,11 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
 pub struct Connected {
     /// The checked schema's encoder.
     pub encoder: crate::encode::AvroEncoder,
-    /// Envisionware.
+    /// Reads reservations from Envisionware (MySQL).
     pub envisionware: Envisionware,
-    /// Sierra.
+    /// Looks patrons up by barcode in Sierra (PostgreSQL).
     pub sierra: Sierra,
-    /// Redshift.
+    /// Looks postal codes and census tracts up by pseudonymous patron id in Redshift.
     pub redshift: Redshift,
 }
 

@@ -30,7 +30,7 @@ pub enum EncodeError {
     /// A record's value does not fit its field.
     #[error("cannot encode field `{field}`: {reason}")]
     Value {
-        /// The schema field.
+        /// The field's name in the schema (`patron_id`, `key`, ...), or `(record)` for the whole record.
         field: &'static str,
         /// What is wrong (never the value itself).
         reason: String,

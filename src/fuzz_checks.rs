@@ -1,5 +1,5 @@
 //! Properties of the parsers that read outside input, shared by the fuzz targets in
-//! `fuzz/` (`scripts/fuzz.sh`) and by the tests that replay their corpus and findings.
+//! `fuzz/` (`scripts/checks/fuzz.sh`) and by the tests that replay their corpus and findings.
 //!
 //! Each check takes arbitrary bytes and panics when a property breaks: a parser panics,
 //! a successful parse does not round-trip, or an error is not a single line.

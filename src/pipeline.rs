@@ -109,19 +109,19 @@ impl From<SinkError> for RunError {
 /// The stages a run uses. Each is a trait object of its stage so tests can swap in fakes.
 #[derive(Debug)]
 pub struct Stages<Src, Pat, Geo, Store, Put> {
-    /// Envisionware.
+    /// Where reservations are read (Envisionware in production).
     pub source: Src,
-    /// Sierra.
+    /// Patron lookup by barcode (Sierra in production).
     pub sierra: Pat,
-    /// Redshift.
+    /// Postal code and census tract lookup by pseudonym (Redshift in production).
     pub redshift: Geo,
     /// The cursor store; `None` when the cache is ignored.
     pub store: Option<Store>,
     /// The Kinesis sender; `None` when Kinesis is ignored.
     pub sender: Option<Sender<Put>>,
-    /// Pseudonyms.
+    /// Turns identifiers into bcrypt pseudonyms with the run's salt and memo.
     pub pseudonymizer: Pseudonymizer,
-    /// Avro.
+    /// Encodes records as Avro datums of the checked schema.
     pub encoder: AvroEncoder,
 }
 

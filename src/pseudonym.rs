@@ -400,14 +400,14 @@ impl Pseudonymizer {
 /// A measured hashing rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HashRate {
-    /// Hashes computed.
+    /// bcrypt hashes computed during the measurement.
     pub hashes: u64,
-    /// Seconds they took.
+    /// Wall-clock seconds the hashes took on one core.
     pub seconds: f64,
 }
 
 impl HashRate {
-    /// Hashes per second.
+    /// Hashes per second; guarded against a zero duration.
     pub fn per_second(&self) -> f64 {
         self.hashes as f64 / self.seconds.max(f64::MIN_POSITIVE)
     }

@@ -31,7 +31,7 @@ pub enum BuildError {
 /// its pseudonyms as they are computed.
 #[derive(Debug, Clone)]
 pub struct PendingRecord {
-    /// The Envisionware row.
+    /// The `strad_bci` row as read.
     pub row: Reservation,
     /// Its Sierra match (`None`: not found).
     pub patron: Option<PatronMatch>,
@@ -44,9 +44,9 @@ pub struct PendingRecord {
 /// A built record with what the run summary counts.
 #[derive(Debug, Clone)]
 pub struct BuiltRecord {
-    /// The record.
+    /// The record as it will be encoded and sent.
     pub record: PcReserveRecord,
-    /// Its retrieval status.
+    /// How the patron lookups went, counted per status in the run summary.
     pub status: RetrievalStatus,
     /// Its reservation's cursor: where the cursor moves once the record is acknowledged.
     pub cursor: Cursor,

@@ -70,7 +70,7 @@ pub enum SinkError {
     /// A record cannot be sent at all.
     #[error("a record of {size} bytes is larger than Kinesis's 1 MiB limit (key pseudonym {key})")]
     TooLarge {
-        /// Its size.
+        /// The encoded record's size in bytes.
         size: usize,
         /// Its partition key (the pseudonymous `key`).
         key: String,

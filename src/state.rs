@@ -38,9 +38,9 @@ pub enum StateError {
     /// S3 could not be reached or refused the request.
     #[error("s3://{bucket}/{key}: {message}")]
     S3 {
-        /// Bucket.
+        /// The bucket that holds the cursor object.
         bucket: String,
-        /// Object key.
+        /// The cursor object's key in that bucket.
         key: String,
         /// What S3 said.
         message: String,
@@ -48,11 +48,11 @@ pub enum StateError {
     /// The object exists but is not a cursor.
     #[error("s3://{bucket}/{key} is not a valid cursor object: {source}")]
     Malformed {
-        /// Bucket.
+        /// The bucket that holds the cursor object.
         bucket: String,
-        /// Object key.
+        /// The cursor object's key in that bucket.
         key: String,
-        /// Why.
+        /// What in the object is not a cursor.
         #[source]
         source: CursorError,
     },
@@ -62,9 +62,9 @@ pub enum StateError {
         "s3://{bucket}/{key}: {message}: the cursor object may not exist yet (without s3:ListBucket on the bucket S3 answers 403 for a missing object), or the role lacks s3:GetObject on it; to start from a given point create it with `pc-reserve-poller cursor set --date-time 'YYYY-MM-DD HH:MM:SS' --key N`"
     )]
     Unreadable {
-        /// Bucket.
+        /// The bucket that holds the cursor object.
         bucket: String,
-        /// Object key.
+        /// The cursor object's key in that bucket.
         key: String,
         /// What S3 said.
         message: String,
@@ -74,9 +74,9 @@ pub enum StateError {
         "s3://{bucket}/{key} was changed by another writer since this run read it; stopping so two pollers do not send the same records"
     )]
     Conflict {
-        /// Bucket.
+        /// The bucket that holds the cursor object.
         bucket: String,
-        /// Object key.
+        /// The cursor object's key in that bucket.
         key: String,
     },
 }
@@ -322,7 +322,6 @@ pub(crate) struct MemoryCursorStore {
     cursor: Mutex<Option<Cursor>>,
     /// Every cursor saved, in order.
     pub saved: Mutex<Vec<Cursor>>,
-    /// The caught-up mark.
     caught_up: Mutex<Option<NaiveDateTime>>,
 }
 

@@ -57,11 +57,11 @@ fn main() {
         "readme: the local stack is not set up: run scripts/demo.sh first"
     );
     let scratch = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("scripts/local_aws.py"))
+        .arg(root.join("scripts/local-stack/local_aws.py"))
         .arg("scratch")
         .current_dir(root)
         .status()
-        .expect("readme: cannot run scripts/local_aws.py");
+        .expect("readme: cannot run scripts/local-stack/local_aws.py");
     assert!(scratch.success(), "readme: could not empty the scratch stream and bucket");
     let _ = std::fs::remove_file(root.join("would-send.jsonl"));
 

@@ -54,7 +54,8 @@ pub(crate) fn start_of(from: NaiveDateTime) -> Cursor {
     Cursor { date_time: from, key: -1 }
 }
 
-/// `backfill`.
+/// Sends the reservations of `[from, to)` again, resumably: progress is kept in the range's
+/// own cursor object; the main cursor is not touched.
 pub async fn backfill(config: &ConfigArgs, from: NaiveDateTime, to: NaiveDateTime) -> Result<(), AppError> {
     if from >= to {
         return Err(AppError::Usage("backfill: --from must be before --to".into()));

@@ -105,15 +105,15 @@ impl SslMode {
 pub struct DbSettings {
     /// Host name or address.
     pub host: String,
-    /// TCP port.
+    /// TCP port of the server (`*_DB_PORT`).
     pub port: u16,
-    /// Database name.
+    /// Database to connect to (`*_DB_NAME`).
     pub database: String,
-    /// User name.
+    /// Login role (`*_DB_USER`).
     pub user: String,
-    /// Password (never printed).
+    /// `*_DB_PASSWORD`; never printed or logged.
     pub password: SecretString,
-    /// TLS mode.
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (`*_DB_SSLMODE`).
     pub ssl_mode: SslMode,
     /// CA bundle for `verify-ca`/`verify-full`; the system roots when unset.
     pub ssl_root_cert: Option<PathBuf>,

@@ -50,7 +50,7 @@ pub struct PatronMatch {
 /// What Redshift says about one pseudonymous patron id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Geo {
-    /// Postal code.
+    /// The patron's postal code as `patron_info` holds it.
     pub postal_code: Option<String>,
     /// Census tract.
     pub geoid: Option<String>,
@@ -61,7 +61,7 @@ pub struct Geo {
 pub(crate) struct GeoRow {
     /// Pseudonymous patron id (NULL rows are ignored).
     pub patron_id: Option<String>,
-    /// Postal code.
+    /// The patron's postal code as `patron_info` holds it.
     pub postal_code: Option<String>,
     /// Census tract.
     pub geoid: Option<String>,

@@ -34,9 +34,7 @@ pub(super) struct ReadTotals {
 /// Reads batches after the cursor and looks their barcodes up in Sierra. The next batch
 /// is read only once the hashing stage has taken the previous one.
 pub(super) struct ReadStage<'a, Src, Pat> {
-    /// Envisionware.
     pub(super) source: &'a Src,
-    /// Sierra.
     pub(super) sierra: &'a Pat,
     /// Batch size, `MAX_BATCHES` and the stop token.
     pub(super) options: &'a RunOptions,

@@ -41,9 +41,7 @@ impl From<Cursor> for Sent {
 
 /// Sends what the hashing stage hands on, batch by batch.
 pub(super) struct SendStage<'a, Geos, Store, Put> {
-    /// Redshift.
     pub(super) redshift: &'a Geos,
-    /// Avro.
     pub(super) encoder: &'a AvroEncoder,
     /// Kinesis; `None` when Kinesis is ignored.
     pub(super) sender: &'a mut Option<Sender<Put>>,

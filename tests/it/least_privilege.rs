@@ -1,11 +1,11 @@
 //! Least privilege, proved: a moto of this test's own enforces IAM (moto authorises every
 //! request against the caller's policies once `INITIAL_NO_AUTH_ACTION_COUNT` requests have
-//! passed; `scripts/iam_users.py` sets it to 0 after the setup). Every command runs with
+//! passed; `scripts/local-stack/iam_users.py` sets it to 0 after the setup). Every command runs with
 //! the credentials of an IAM user holding exactly `deploy/iam-policy.json` (placeholders
 //! filled), then, for every statement, a user holding all but that one: the command that
 //! needs it fails with a message naming the missing permission.
 //!
-//! The server is `scripts/moto_server.py` (so KMS and Kinesis are authorised against their
+//! The server is `scripts/local-stack/moto_server.py` (so KMS and Kinesis are authorised against their
 //! real ARNs, and a missing key is 403 without `s3:ListBucket`), started on a free port
 //! with `--exit-with-parent` and killed when the test ends.
 
@@ -37,7 +37,13 @@ impl OwnMoto {
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("pcr-iam-moto-{port}.log"))).unwrap();
         let child = Command::new(python)
-            .args([&format!("{REPO}/scripts/moto_server.py"), "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                &format!("{REPO}/scripts/local-stack/moto_server.py"),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .arg("--exit-with-parent")
             .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
             .stdout(Stdio::null())
@@ -64,7 +70,7 @@ impl Drop for OwnMoto {
     }
 }
 
-/// The IAM users of `scripts/iam_users.py`: `(access key id, secret)`.
+/// The IAM users of `scripts/local-stack/iam_users.py`: `(access key id, secret)`.
 struct Users {
     policy: serde_json::Value,
     admin: (String, String),
@@ -90,7 +96,7 @@ async fn setup() -> (OwnMoto, TestEnv, String, Users, std::path::PathBuf) {
     let key_id = keys.keys()[0].key_id().unwrap().to_string();
     let stem = env.cursor_key.strip_suffix(".json").unwrap().to_string();
     let out = Command::new(format!("{REPO}/.venv/bin/python"))
-        .arg(format!("{REPO}/scripts/iam_users.py"))
+        .arg(format!("{REPO}/scripts/local-stack/iam_users.py"))
         .args(["--endpoint", &moto.endpoint, "--policy", &format!("{REPO}/deploy/iam-policy.json")])
         .args(["--set", "REGION=us-east-1", "--set", "ACCOUNT_ID=123456789012"])
         .args(["--set", &format!("CONFIG_KMS_KEY_ID={key_id}")])

@@ -1,4 +1,4 @@
-//! S3 as it really answers, on the local stack's moto (`scripts/moto_server.py`):
+//! S3 as it really answers, on the local stack's moto (`scripts/local-stack/moto_server.py`):
 //!
 //! - a GET or HEAD of a missing key is 403 AccessDenied to a caller without
 //!   `s3:ListBucket` (the poller's task role): runs, `cursor set`, `backfill` and the lease
@@ -54,7 +54,7 @@ pub(crate) async fn require_missing_key_emulation(env: &TestEnv) {
     let (get, _) = read_missing(&sdk, &env.bucket, "no-such-key").await;
     assert_eq!(
         get, 403,
-        "moto answers a missing key with {get} to a caller without s3:ListBucket: it was started before scripts/moto_server.py learned to answer 403; restart it (scripts/local-stack.sh down && scripts/local-stack.sh up)"
+        "moto answers a missing key with {get} to a caller without s3:ListBucket: it was started before scripts/local-stack/moto_server.py learned to answer 403; restart it (scripts/local-stack.sh down && scripts/local-stack.sh up)"
     );
 }
 

@@ -140,7 +140,7 @@ impl TestEnv {
             sqlx::MySqlConnection::connect(&stack.mysql_admin).await.expect("MariaDB admin connection");
         my.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str()).await.unwrap();
         let mut my = sqlx::MySqlConnection::connect(&url_with_db(&stack.mysql_admin, &name)).await.unwrap();
-        for s in statements(include_str!("../../scripts/sql/envisionware.sql")) {
+        for s in statements(include_str!("../../scripts/local-stack/sql/envisionware.sql")) {
             my.execute(s.as_str()).await.unwrap();
         }
 
@@ -156,12 +156,12 @@ impl TestEnv {
             sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_sierra")))
                 .await
                 .unwrap();
-        for s in statements(include_str!("../../scripts/sql/sierra.sql")) {
+        for s in statements(include_str!("../../scripts/local-stack/sql/sierra.sql")) {
             sierra.execute(s.as_str()).await.unwrap();
         }
         let mut rs =
             sqlx::PgConnection::connect(&url_with_db(&stack.pg_admin, &format!("{name}_rs"))).await.unwrap();
-        let rs_sql = include_str!("../../scripts/sql/redshift.sql")
+        let rs_sql = include_str!("../../scripts/local-stack/sql/redshift.sql")
             .replace("{{PATRON_INFO_TABLE}}", &format!("patron_info_{name}_rs"))
             .replace("{{PC_RESERVE_TABLE}}", &format!("pc_reserve_{name}_rs"));
         for s in statements(&rs_sql) {

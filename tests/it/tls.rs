@@ -1,5 +1,5 @@
 //! TLS to Sierra and Redshift against a PostgreSQL server of the tests' own with a
-//! throwaway CA (`scripts/tls-postgres.sh`, started here when it is not running): every
+//! throwaway CA (`scripts/local-stack/tls-postgres.sh`, started here when it is not running): every
 //! `sslmode`, the right and a wrong host name, the right and an untrusted CA; and a whole
 //! run whose Redshift connection uses the default `verify-full`. Envisionware's `require`
 //! is checked against the local MariaDB, which offers no TLS.
@@ -25,7 +25,7 @@ struct TlsServer {
 
 /// Starts the TLS server (idempotent; quick when it already runs) and reads its address.
 fn tls_server() -> TlsServer {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tls-postgres.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-stack/tls-postgres.sh");
     let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "tls-postgres.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -163,7 +163,7 @@ async fn a_run_verifies_sierra_and_redshift_by_default_for_redshift() {
     }
     let url = |d: &str| format!("postgres://postgres@127.0.0.1:{}/{d}?sslmode=require", s.port);
     let mut sierra = sqlx::PgConnection::connect(&url(&sierra_db)).await.unwrap();
-    for sql in crate::support::statements(include_str!("../../scripts/sql/sierra.sql")) {
+    for sql in crate::support::statements(include_str!("../../scripts/local-stack/sql/sierra.sql")) {
         sierra.execute(sql.as_str()).await.unwrap();
     }
     sierra
@@ -176,7 +176,7 @@ async fn a_run_verifies_sierra_and_redshift_by_default_for_redshift() {
         .unwrap();
     let mut rs = sqlx::PgConnection::connect(&url(&rs_db)).await.unwrap();
     let table = format!("patron_info_{rs_db}");
-    let rs_sql = include_str!("../../scripts/sql/redshift.sql")
+    let rs_sql = include_str!("../../scripts/local-stack/sql/redshift.sql")
         .replace("{{PATRON_INFO_TABLE}}", &table)
         .replace("{{PC_RESERVE_TABLE}}", &format!("pc_reserve_{rs_db}"));
     for sql in crate::support::statements(&rs_sql) {

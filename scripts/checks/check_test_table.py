@@ -5,7 +5,7 @@ A name is a backticked identifier in a "proved by" cell (`some_test_name`, or a 
 such as `config::tests::some_test_name`: its last part is the function). It must be a
 `#[test]`/`#[tokio::test]` function somewhere under src/, tests/ or crates/. A backticked
 `scripts/...` or `tests/...` path must be a file; `scripts/fault-suite.sh --only NAME`
-must name a scenario of scripts/fault_suite.py.
+must name a scenario of tests/fault-suite/fault_suite.py.
 
 Exit 0 when everything named exists, 1 with the missing names otherwise. Run by
 scripts/test.sh.
@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC = os.path.join(ROOT, "docs", "testing.md")
 TEST_FN = re.compile(
     r"#\[(?:tokio::)?test(?:\([^)]*\))?\]\s*(?:#\[[^\]]*\]\s*)*(?:async\s+)?fn\s+([a-z0-9_]+)\s*\("
@@ -57,7 +57,7 @@ def main():
     with open(DOC, encoding="utf-8") as fh:
         text = fh.read()
     tests = test_functions()
-    with open(os.path.join(ROOT, "scripts", "fault_suite.py"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "tests", "fault-suite", "fault_suite.py"), encoding="utf-8") as fh:
         # The scenarios `--only` selects: `if "NAME" in only:` in its main().
         scenarios = set(re.findall(r'if "(\w+)" in only:', fh.read()))
     rows = proved_by_cells(text)

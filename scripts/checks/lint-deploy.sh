@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Lints the deployment files with maintained linters from PyPI, installed into a venv of
-# their own (.local/lint-venv, reinstalled when scripts/requirements-lint.txt changes):
+# their own (.local/lint-venv, reinstalled when scripts/checks/requirements-lint.txt changes):
 #
 #   hadolint Dockerfile                                   (.hadolint.yaml: failure threshold)
 #   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-#   scripts/test_deploy_files.py                          (names, tags, trigger, role, config values)
+#   scripts/checks/test_deploy_files.py                          (names, tags, trigger, role, config values)
 #
-#   scripts/lint-deploy.sh
+#   scripts/checks/lint-deploy.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 VENV=.local/lint-venv
-REQ=scripts/requirements-lint.txt
+REQ=scripts/checks/requirements-lint.txt
 stamp="$VENV/.pcr-requirements.sha256"
 want=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
@@ -29,5 +29,5 @@ echo "lint-deploy: hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'
 "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
 echo "lint-deploy: check-jsonschema (GitHub workflow schema) .github/workflows/*.yml" >&2
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
-echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/test_deploy_files.py)" >&2
-"$VENV/bin/python" scripts/test_deploy_files.py
+echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/checks/test_deploy_files.py)" >&2
+"$VENV/bin/python" scripts/checks/test_deploy_files.py

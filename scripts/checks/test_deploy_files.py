@@ -5,7 +5,7 @@ nothing else: the deploy workflows' trigger, tag prefix, role, ECR repository an
 ECS cluster and service; the config templates' non-secret values (cursor bucket and
 object, schema URL, ports, database names, batch sizes).
 
-Run by scripts/lint-deploy.sh with the lint venv's Python (ruamel.yaml reads `on:` as
+Run by scripts/checks/lint-deploy.sh with the lint venv's Python (ruamel.yaml reads `on:` as
 a key, where a YAML 1.1 reader would make it `true`).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load(path: Path):

@@ -2,7 +2,7 @@
 """Lays out what the Dockerfile's COPY lines take from the build context, without a
 container engine, so that cargo can be run on exactly that layout.
 
-    python3 scripts/image_context.py [--dockerfile Dockerfile] [--context DIR] [--stage build] OUT_DIR
+    python3 scripts/checks/image_context.py [--dockerfile Dockerfile] [--context DIR] [--stage build] OUT_DIR
 
 Reads the Dockerfile and .dockerignore (Docker's rules: patterns in order, `!` re-includes,
 the last pattern that matches a path or one of its parent directories decides, `*` and `?`

@@ -3,10 +3,10 @@
 # the network once the crate sources are present. Installs cargo-deny into a cached root
 # when it is missing (about 5 minutes of compiling on 2 cores; once per machine/cache).
 #
-#   scripts/cargo-deny.sh          check
+#   scripts/checks/cargo-deny.sh          check
 #   CARGO_DENY_ROOT=/path ...      where cargo-deny is installed/cached
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 ROOT="${CARGO_DENY_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
 VERSION=0.20.2

@@ -13,7 +13,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATH = "/api/v0.1/current-schemas/PcReserve"
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "PcReserve-schema-response.json")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "fixtures", "PcReserve-schema-response.json")
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -34,7 +34,8 @@ import time
 import urllib.request
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+LOCAL_STACK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts", "local-stack")
+sys.path.insert(0, LOCAL_STACK)
 import pcr_common as pc  # noqa: E402
 
 SALT = "$2b$04$abcdefghijklmnopqrstuu"
@@ -44,7 +45,6 @@ SALT = "$2b$04$abcdefghijklmnopqrstuu"
 # generator so that a replay never collides with what the failed run left behind.
 SEED = None
 NAMES = random.SystemRandom()
-SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def log(msg):
@@ -62,7 +62,7 @@ def statements(sql):
 
 
 def read_sql(name):
-    with open(os.path.join(SCRIPTS, "sql", name)) as f:
+    with open(os.path.join(LOCAL_STACK, "sql", name)) as f:
         return f.read()
 
 

@@ -4,10 +4,10 @@
 # (about 1.5 minutes of compiling on 2 cores; once per machine/cache); the check itself
 # reads the sources only and takes well under a second.
 #
-#   scripts/cargo-machete.sh          check
+#   scripts/checks/cargo-machete.sh          check
 #   CARGO_MACHETE_ROOT=/path ...      where cargo-machete is installed/cached
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 ROOT="${CARGO_MACHETE_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
 VERSION=0.9.2

@@ -10,7 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = SCRIPTS_DIR.parent
+REPO_ROOT = SCRIPTS_DIR.parents[1]
 LOCAL_DIR = REPO_ROOT / ".local"
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 SALT_FILE = LOCAL_DIR / "salt"

@@ -3,9 +3,9 @@
 # each for a bounded time: the S3 cursor object, the YAML configuration, the schema
 # endpoint's answer and BCRYPT_SALT. The properties live in src/fuzz_checks.rs.
 #
-#   scripts/fuzz.sh              60 seconds per target
-#   scripts/fuzz.sh 600          10 minutes per target
-#   scripts/fuzz.sh 30 salt yaml only these targets
+#   scripts/checks/fuzz.sh              60 seconds per target
+#   scripts/checks/fuzz.sh 600          10 minutes per target
+#   scripts/checks/fuzz.sh 30 salt yaml only these targets
 #
 # The seed corpus is fuzz/corpus/<target>/ (kept as is); new inputs go to
 # fuzz/work/<target>/ (not committed). A crash stops the script; its input is copied to
@@ -13,7 +13,7 @@
 # fix). The toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz use its -Z flags.
 # cargo-fuzz is installed into a cached root when missing (about 2-3 minutes).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SECONDS_EACH="${1:-60}"
 shift || true

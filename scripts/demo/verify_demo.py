@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent oracle: check what the poller sent against the seeded databases.
 
-  .venv/bin/python scripts/verify_demo.py [--since-date-time 'YYYY-MM-DD HH:MM:SS' --since-key K]
+  .venv/bin/python scripts/demo/verify_demo.py [--since-date-time 'YYYY-MM-DD HH:MM:SS' --since-key K]
                                           [--allow-duplicates] [--no-cursor-check]
 
 Computes, in Python, the expected PcReserve record of every reservation strictly after the
@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-stack"))
 import pcr_common as c  # noqa: E402
 
 FIELDS = ["patron_id", "patron_retrieval_status", "ptype_code", "patron_home_library_code", "pcode3",

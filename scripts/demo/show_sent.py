@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Show what is on the local Kinesis stream and in the S3 cursor.
 
-  .venv/bin/python scripts/show_sent.py [--limit 5] [--stream pc-reserve-local]
+  .venv/bin/python scripts/demo/show_sent.py [--limit 5] [--stream pc-reserve-local]
 
 Prints the first N decoded PcReserve records (JSON lines; pseudonymous values only), the
 count per patron_retrieval_status, the total, and the S3 cursor object.
@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-stack"))
 import pcr_common as c  # noqa: E402
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Tests of scripts/image_context.py: Docker's .dockerignore rules, the COPY layout, and
+"""Tests of scripts/checks/image_context.py: Docker's .dockerignore rules, the COPY layout, and
 that the check refuses what `docker build` would refuse (the Dockerfile before the
 workspace member was copied, an excluded source, a root user).
 
-    python3 scripts/test_image_context.py
+    python3 scripts/checks/test_image_context.py
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import image_context as ic  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "image_context.py"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "checks" / "image_context.py"
 
 # The Dockerfile as it was before crates/bcrypt-lanes was copied (numeric user, so that
 # only the missing workspace member is wrong).

@@ -3,9 +3,9 @@
 # certificate (SAN DNS:localhost, IP:127.0.0.1), a second untrusted CA, its own data
 # directory and port. It never touches the local stack's PostgreSQL on 5432.
 #
-#   scripts/tls-postgres.sh up     create (first time) and start; idempotent; prints `env`
-#   scripts/tls-postgres.sh env    the variables the tests read (PCR_TEST_TLS_PG_*)
-#   scripts/tls-postgres.sh down   stop it and delete its directory
+#   scripts/local-stack/tls-postgres.sh up     create (first time) and start; idempotent; prints `env`
+#   scripts/local-stack/tls-postgres.sh env    the variables the tests read (PCR_TEST_TLS_PG_*)
+#   scripts/local-stack/tls-postgres.sh down   stop it and delete its directory
 #
 # It listens on 127.0.0.1 and 127.0.0.2 (any 127/8 address is loopback on Linux), so a
 # client can reach it under an address the certificate does not name. TLS is offered but

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves that the Docker image's build stage builds, without a container engine: lays out
 # exactly what the Dockerfile's COPY lines take from the build context (after
-# .dockerignore; scripts/image_context.py) and runs the build stage's cargo on it:
+# .dockerignore; scripts/checks/image_context.py) and runs the build stage's cargo on it:
 #
 #   1. cargo metadata --locked --offline   every manifest, member and lock entry is there
 #   2. cargo check --locked                 the workspace's lib and binary compile from it
@@ -12,12 +12,12 @@
 # replaced), which takes well under a minute once warm. A real locked release build of the
 # layout, in a target directory of its own (about 8 minutes cold on 2 cores):
 #
-#   PCR_IMAGE_CHECK_PROFILE=release scripts/check-image-context.sh
+#   PCR_IMAGE_CHECK_PROFILE=release scripts/checks/check-image-context.sh
 #
 # The layout is kept in <target dir>/image-context (refreshed each time, modification times
 # preserved) so that cargo's fingerprints of the workspace's own crates stay valid.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
 PY="${PCR_PYTHON:-python3}"
@@ -25,7 +25,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$TARGET_DIR/image-context"
 mkdir -p "$OUT"
 
-workdir="$("$PY" scripts/image_context.py --dockerfile Dockerfile --stage build "$OUT")"
+workdir="$("$PY" scripts/checks/image_context.py --dockerfile Dockerfile --stage build "$OUT")"
 cd "$workdir"
 host="$(rustc -vV | sed -n 's/^host: //p')"
 

@@ -11,7 +11,7 @@
 #
 # Run by scripts/test.sh; needs the local stack's .venv. Exit 0 when all three pass.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "test-local-stack: no .venv: run scripts/local-stack.sh up" >&2; exit 1; }
 MOTO_PORT=${PCR_MOTO_PORT:-5055}

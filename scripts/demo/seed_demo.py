@@ -2,7 +2,7 @@
 """Seed realistic, adversarial demo data into the local Envisionware, Sierra and Redshift.
 
 Run with the venv python after `scripts/local-stack.sh up`:
-  .venv/bin/python scripts/seed_demo.py --reservations 10000 [--patrons P] [--seed S]
+  .venv/bin/python scripts/demo/seed_demo.py --reservations 10000 [--patrons P] [--seed S]
                                         [--batch-boundary B] [--reset | --no-reset]
 
 --reset (default) truncates strad_bci, sierra_view.phrase_entry/patron_view and
@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "local-stack"))
 import pcr_common as c  # noqa: E402
 
 BRANCHES = [
