@@ -132,6 +132,18 @@ impl S3CursorStore {
         mark.map(|t| [(CAUGHT_UP_METADATA.to_string(), format_date_time(t))].into())
     }
 
+    /// A PutObject of `body` to the cursor object, carrying the caught-up mark; the caller
+    /// adds the condition.
+    fn put_cursor(&self, body: &str) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .set_metadata(self.caught_up_metadata())
+            .body(ByteStream::from(body.as_bytes().to_vec()))
+    }
+
     fn s3_error(&self, message: String) -> StateError {
         StateError::S3 { bucket: self.bucket.clone(), key: self.key.clone(), message }
     }
@@ -186,14 +198,7 @@ impl CursorStore for S3CursorStore {
 
     async fn save(&self, cursor: Cursor) -> Result<(), StateError> {
         let expected = self.etag.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let mut put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .content_type("application/json")
-            .set_metadata(self.caught_up_metadata())
-            .body(ByteStream::from(cursor.to_json().into_bytes()));
+        let mut put = self.put_cursor(&cursor.to_json());
         put = match expected {
             Some(Some(etag)) => put.if_match(etag),
             Some(None) => put.if_none_match("*"),
@@ -236,15 +241,7 @@ impl S3CursorStore {
     /// [`CursorStore::load`].
     pub(crate) async fn create(&self, cursor: Cursor) -> Result<bool, StateError> {
         let body = cursor.to_json();
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .content_type("application/json")
-            .set_metadata(self.caught_up_metadata())
-            .if_none_match("*")
-            .body(ByteStream::from(body.clone().into_bytes()));
+        let put = self.put_cursor(&body).if_none_match("*");
         match put.send().await {
             Ok(out) => {
                 self.remember(out.e_tag().map(str::to_string));
