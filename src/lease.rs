@@ -290,7 +290,7 @@ impl<S: LeaseStore> Lease<S> {
                 match renew_once(&*store, &state, ttl, Utc::now()).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::error!(location = %store.location(), "the lease was lost; stopping before the next send");
+                        tracing::warn!(location = %store.location(), "the lease was lost; stopping before the next send");
                         stop.request(StopReason::LeaseLost);
                         return;
                     }

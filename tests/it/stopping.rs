@@ -108,6 +108,8 @@ async fn a_run_whose_lease_is_taken_stops_before_its_next_send_with_exit_3() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("lost lease"), "{stderr}");
+    // One line reports the failure: the last; nothing before it at ERROR.
+    assert!(!stderr.lines().any(|l| l.contains(" ERROR ")), "{stderr}");
     let sent = env.sent().await;
     let cursor = env.cursor().await.unwrap();
     assert_eq!(sent.last().unwrap().key, p(&cursor.key.to_string()), "cursor on the last acknowledged");
