@@ -8,18 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ROOT="${CARGO_DENY_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
-VERSION=0.20.2
-DENY="$ROOT/bin/cargo-deny"
-if ! { [ -x "$DENY" ] && "$DENY" --version 2>/dev/null | grep -q " $VERSION\$"; }; then
-  if command -v cargo-deny >/dev/null 2>&1 && cargo-deny --version | grep -q " $VERSION\$"; then
-    DENY="$(command -v cargo-deny)"
-  else
-    echo "cargo-deny.sh: installing cargo-deny $VERSION into $ROOT" >&2
-    mkdir -p "$ROOT"
-    cargo install --locked --quiet cargo-deny --version "$VERSION" --root "$ROOT"
-  fi
-fi
+# shellcheck source=scripts/checks/cargo-tool.sh
+. scripts/checks/cargo-tool.sh
+DENY=$(cargo_tool cargo-deny 0.20.2 "${CARGO_DENY_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}")
 # cargo metadata needs every target's crate sources (a few small Windows/Android crates the
 # build itself never downloads); fetch them once, then check offline.
 cargo fetch --locked --quiet

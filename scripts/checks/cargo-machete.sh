@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ROOT="${CARGO_MACHETE_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}"
-VERSION=0.9.2
-MACHETE="$ROOT/bin/cargo-machete"
-if ! { [ -x "$MACHETE" ] && "$MACHETE" --version 2>/dev/null | grep -q "$VERSION"; }; then
-  echo "cargo-machete.sh: installing cargo-machete $VERSION into $ROOT" >&2
-  mkdir -p "$ROOT"
-  cargo install --locked --quiet cargo-machete --version "$VERSION" --root "$ROOT"
-fi
+# shellcheck source=scripts/checks/cargo-tool.sh
+. scripts/checks/cargo-tool.sh
+MACHETE=$(cargo_tool cargo-machete 0.9.2 "${CARGO_MACHETE_ROOT:-/var/cache/pc-reserve-poller/cargo-bin}")
 # Exit code 1 when it finds an unused dependency, with the crate and manifest named.
 "$MACHETE"
