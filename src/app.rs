@@ -140,7 +140,8 @@ pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSett
     raw.check_required()?;
     let aws = raw.aws_settings();
     let sdk = sdk_config(&aws).await;
-    let settings = raw.resolve(&KmsDecrypter::new(&sdk)).await?;
+    let key_id = raw.kms_key_id()?;
+    let settings = raw.resolve(&KmsDecrypter::new(&sdk, key_id)).await?;
     Ok((settings, sdk, aws))
 }
 
@@ -152,7 +153,7 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
         secrecy::SecretString::from(v.to_string())
     } else if raw.encrypted_names().any(|n| n == name) {
         let sdk = sdk_config(&aws).await;
-        raw.decrypt_one(name, &KmsDecrypter::new(&sdk)).await?
+        raw.decrypt_one(name, &KmsDecrypter::new(&sdk, raw.kms_key_id()?)).await?
     } else {
         return Err(ConfigError::Missing(vec![name]));
     };
@@ -195,6 +196,16 @@ pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
         },
         connect_redshift(settings),
     )?;
+    // One WARN per database whose connection is not verified TLS, saying what it got.
+    let timeout = settings.connect_timeout;
+    let (e, s, r) = tokio::join!(
+        crate::db::mysql_tls(envisionware.pool(), settings.envisionware.ssl_mode, timeout),
+        crate::db::pg_tls(&sierra_pool, settings.sierra.ssl_mode, timeout),
+        crate::db::pg_tls(redshift.pool(), settings.redshift.ssl_mode, timeout),
+    );
+    crate::db::warn_if_unverified("Envisionware", "ENVISIONWARE_DB", &e);
+    crate::db::warn_if_unverified("Sierra", "SIERRA_DB", &s);
+    crate::db::warn_if_unverified("Redshift", "REDSHIFT_DB", &r);
     Ok(Connected {
         encoder,
         envisionware,

@@ -289,6 +289,61 @@ where
     }
 }
 
+/// The most an S3 state object (the cursor, the lease) may hold: both are JSON objects of
+/// well under 200 bytes, so anything near this is not one of ours, and is not read whole.
+pub(crate) const STATE_OBJECT_MAX_BYTES: usize = 4096;
+
+/// Why a capped read of an S3 object's body failed.
+#[derive(Debug)]
+pub(crate) enum CappedReadError {
+    /// The body is larger than the cap (`size` when S3 announced it).
+    TooLarge {
+        /// The announced `Content-Length`, when there was one.
+        size: Option<u64>,
+    },
+    /// The body could not be read.
+    Read(String),
+}
+
+impl CappedReadError {
+    /// The error's text for `what` (e.g. `s3://bucket/key`), naming the cap.
+    pub(crate) fn describe(&self, what: &str, cap: usize) -> String {
+        match self {
+            Self::TooLarge { size: Some(n) } => {
+                format!("{what} is {n} bytes, more than the {cap} bytes it may hold; it was not read")
+            }
+            Self::TooLarge { size: None } => {
+                format!("{what} is more than the {cap} bytes it may hold; it was not read")
+            }
+            Self::Read(e) => format!("{what}: cannot read the body: {e}"),
+        }
+    }
+}
+
+/// Reads an S3 object's body, at most `cap` bytes: a `Content-Length` over the cap fails
+/// before any byte is read, and a body that runs past it fails at the first chunk that
+/// does (so a lying or absent length cannot make it allocate more than `cap` plus one
+/// chunk).
+pub(crate) async fn read_capped(
+    content_length: Option<i64>,
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    cap: usize,
+) -> Result<Vec<u8>, CappedReadError> {
+    if let Some(n) = content_length.and_then(|n| u64::try_from(n).ok()) {
+        if n > cap as u64 {
+            return Err(CappedReadError::TooLarge { size: Some(n) });
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = body.try_next().await.map_err(|e| CappedReadError::Read(e.to_string()))? {
+        if out.len() + chunk.len() > cap {
+            return Err(CappedReadError::TooLarge { size: None });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ impl DbError {
             sqlx::Error::ColumnDecode { index, .. } => {
                 format!("cannot decode column {index} (an unexpected type or an invalid value)")
             }
+            other if other.to_string().contains(CLEARTEXT_REFUSED) => CLEARTEXT_REFUSED_TEXT.to_string(),
             other => scrub(&other.to_string()),
         };
         Self { message, transient }
@@ -143,6 +144,137 @@ pub(crate) fn context(what: &str) -> impl Fn(DbError) -> DbError + '_ {
     move |e| DbError { message: format!("{what}: {}", e.message), transient: e.transient }
 }
 
+/// What a database connection negotiated: encrypted or not, the TLS version, and (from
+/// the configured mode, which the driver enforces) what was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsReport {
+    /// The configured `*_DB_SSLMODE`.
+    pub mode: SslMode,
+    /// Whether the session is encrypted; `None` when the server cannot say (Redshift under
+    /// `prefer`).
+    pub encrypted: Option<bool>,
+    /// The protocol version the server reports (`TLSv1.3`), when it reports one.
+    pub version: Option<String>,
+}
+
+impl TlsReport {
+    /// One phrase for `check` and the start-of-run warning, e.g. `TLSv1.3, certificate and
+    /// host name verified (verify-full)` or `off, the server offered none (prefer)`.
+    pub fn describe(&self) -> String {
+        let mode = self.mode.name();
+        let version = self.version.as_deref().unwrap_or("TLS (version not reported)");
+        match (self.encrypted, self.mode) {
+            (Some(false), SslMode::Disable) => format!("off ({mode})"),
+            (Some(false), _) => format!("off, the server offered none ({mode})"),
+            (None, _) => format!("unknown, the server does not report it ({mode})"),
+            (Some(true), SslMode::VerifyFull) => {
+                format!("{version}, certificate and host name verified ({mode})")
+            }
+            (Some(true), SslMode::VerifyCa) => {
+                format!("{version}, certificate verified, host name not ({mode})")
+            }
+            (Some(true), _) => format!("{version}, not verified ({mode})"),
+        }
+    }
+
+    /// The report as JSON, for `check --format json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let encrypted = self.encrypted == Some(true);
+        serde_json::json!({
+            "mode": self.mode.name(),
+            "encrypted": self.encrypted,
+            "version": self.version,
+            "certificate_verified": encrypted && self.mode.verifies(),
+            "host_name_verified": encrypted && self.mode == SslMode::VerifyFull,
+        })
+    }
+
+    /// What the mode alone tells: `disable` is plain, `require` and `verify-*` are TLS
+    /// (version unknown), `prefer` is unknown.
+    fn from_mode(mode: SslMode) -> Self {
+        let encrypted = match mode {
+            SslMode::Disable => Some(false),
+            SslMode::Prefer => None,
+            _ => Some(true),
+        };
+        Self { mode, encrypted, version: None }
+    }
+
+    /// Whether the connection is verified TLS (else a run warns).
+    pub fn verified(&self) -> bool {
+        self.encrypted == Some(true) && self.mode.verifies()
+    }
+}
+
+/// What Envisionware's connection negotiated: `Ssl_version` of the session (empty when not
+/// encrypted; MySQL and MariaDB,
+/// <https://dev.mysql.com/doc/refman/8.0/en/server-status-variables.html#statvar_Ssl_version>).
+/// When the server does not answer the question, a mode that requires TLS still tells
+/// that the session is encrypted (the driver does not go on without it).
+pub async fn mysql_tls(pool: &MySqlPool, mode: SslMode, timeout: Duration) -> TlsReport {
+    let row = with_timeout(
+        timeout,
+        sqlx::query_as::<_, (String, String)>("SHOW SESSION STATUS LIKE 'Ssl_version'").fetch_optional(pool),
+    )
+    .await;
+    match row {
+        Ok(Some((_, version))) => {
+            let version = Some(version).filter(|v| !v.is_empty());
+            TlsReport { mode, encrypted: Some(version.is_some()), version }
+        }
+        _ => TlsReport::from_mode(mode),
+    }
+}
+
+/// What a PostgreSQL (Sierra) or Redshift connection negotiated: `pg_stat_ssl` of the
+/// session's own backend. Redshift has no `pg_stat_ssl`; its `STL_CONNECTION_LOG` records
+/// each session's TLS version (`sslversion`) and is tried next. When neither answers, a
+/// mode that requires TLS (`require`, `verify-*`) still tells that the session is
+/// encrypted, since the driver refuses to go on without it; under `prefer` it is unknown.
+pub async fn pg_tls(pool: &PgPool, mode: SslMode, timeout: Duration) -> TlsReport {
+    let stat = with_timeout(
+        timeout,
+        sqlx::query_as::<_, (bool, Option<String>)>(
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(pool),
+    )
+    .await;
+    if let Ok(Some((ssl, version))) = stat {
+        return TlsReport { mode, encrypted: Some(ssl), version: version.filter(|v| !v.is_empty()) };
+    }
+    // Redshift: https://docs.aws.amazon.com/redshift/latest/dg/r_STL_CONNECTION_LOG.html
+    let log = with_timeout(
+        timeout,
+        sqlx::query_as::<_, (Option<String>,)>(
+            "SELECT TRIM(sslversion) FROM stl_connection_log WHERE pid = pg_backend_pid() AND event = 'initiating session' ORDER BY recordtime DESC LIMIT 1",
+        )
+        .persistent(false)
+        .fetch_optional(pool),
+    )
+    .await;
+    match log {
+        Ok(Some((version,))) => {
+            let version = version.filter(|v| !v.is_empty());
+            TlsReport { mode, encrypted: Some(version.is_some()), version }
+        }
+        _ => TlsReport::from_mode(mode),
+    }
+}
+
+/// Logs one WARN line for a database whose connection is not verified TLS, saying what it
+/// negotiated and which variable to change.
+pub fn warn_if_unverified(database: &str, variable_stem: &str, report: &TlsReport) {
+    if report.verified() {
+        return;
+    }
+    tracing::warn!(
+        database,
+        tls = %report.describe(),
+        "database connection not verified: the password and every value can be read or changed on the way; set {variable_stem}_SSLMODE=verify-full ({variable_stem}_SSLROOTCERT for a CA of its own)"
+    );
+}
+
 /// Prepared statements Sierra keeps per connection. A run uses two; the cache closes the
 /// least recently used one beyond this, so they never pile up on a long-lived connection
 /// (with the cache off, sqlx would allocate a new named statement for every persistent
@@ -163,6 +295,10 @@ pub(crate) fn mysql_options(db: &DbSettings) -> MySqlConnectOptions {
         .timezone(None)
         .pipes_as_concat(false)
         .no_engine_substitution(false)
+        // A server may ask for the password in clear text (mysql_clear_password, e.g. for
+        // PAM or LDAP accounts): sent only over verified TLS; otherwise the driver refuses
+        // the request and `connect_mysql` says which variable to change.
+        .enable_cleartext_plugin(db.ssl_mode.verifies())
         .ssl_mode(match db.ssl_mode {
             SslMode::Disable => MySqlSslMode::Disabled,
             SslMode::Prefer => MySqlSslMode::Preferred,
@@ -254,6 +390,14 @@ pub async fn connect_mysql(
     )
     .await
 }
+
+/// What sqlx-mysql says when a server asks for `mysql_clear_password` and the plugin is
+/// off (`protocol/connect/auth_switch.rs`).
+const CLEARTEXT_REFUSED: &str = "mysql_cleartext_plugin disabled";
+
+/// Said when the server asked for the password in clear text over a connection that is
+/// not verified TLS (only MySQL's driver can be told to refuse).
+const CLEARTEXT_REFUSED_TEXT: &str = "the server asked for the password in clear text (mysql_clear_password), which is sent only over verified TLS: refused; set ENVISIONWARE_DB_SSLMODE=verify-full (ENVISIONWARE_DB_SSLROOTCERT for the server's CA)";
 
 /// Opens a small PostgreSQL pool, retrying transient connection failures.
 pub async fn connect_pg(

@@ -79,6 +79,15 @@ impl From<DryRunError> for SinkError {
     }
 }
 
+/// Creates (or truncates) the output file readable and writable by its owner only (mode
+/// 0600): it holds every record a run would send. A file that existed keeps no wider mode.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 impl<'a> FileSink<'a> {
     /// A sink writing `format` to `path` (`-` is standard output, JSON lines only).
     pub(crate) fn create(
@@ -89,12 +98,12 @@ impl<'a> FileSink<'a> {
         let schema = encoder.schema();
         let output = match format {
             DryRunFormat::Jsonl if path == Path::new("-") => Output::Jsonl(Box::new(std::io::stdout())),
-            DryRunFormat::Jsonl => Output::Jsonl(Box::new(BufWriter::new(File::create(path)?))),
+            DryRunFormat::Jsonl => Output::Jsonl(Box::new(BufWriter::new(create_private(path)?))),
             DryRunFormat::Avro if path == Path::new("-") => {
                 return Err(DryRunError::AvroToStandardOutput);
             }
             DryRunFormat::Avro => {
-                let file = BufWriter::new(File::create(path)?);
+                let file = BufWriter::new(create_private(path)?);
                 Output::Avro(Box::new(apache_avro::Writer::new(schema, file)?))
             }
         };
@@ -178,6 +187,26 @@ mod tests {
         let SinkError::Output(inner) = &err else { panic!("{err:?}") };
         assert!(matches!(inner.downcast_ref::<DryRunError>(), Some(DryRunError::Closed)), "{err}");
         assert_eq!(err.to_string(), "dry-run output: the file is already closed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_output_file_is_created_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let encoder = encoder();
+        let dir = std::env::temp_dir().join(format!("pcr-dry-run-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for format in [DryRunFormat::Jsonl, DryRunFormat::Avro] {
+            let new = dir.join(format!("new-{format:?}"));
+            FileSink::create(&encoder, format, &new).unwrap().finish().unwrap();
+            assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600, "{format:?}");
+            // A file that was there, world-readable, is narrowed too.
+            let old = dir.join(format!("old-{format:?}"));
+            std::fs::write(&old, "x").unwrap();
+            std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+            FileSink::create(&encoder, format, &old).unwrap().finish().unwrap();
+            assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o600, "{format:?}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

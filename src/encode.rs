@@ -49,6 +49,24 @@ pub enum DecodeError {
     /// The datum is not a record.
     #[error("datum is not a record")]
     NotARecord,
+    /// The datum is larger than any record Kinesis can carry.
+    #[error("a datum of {0} bytes is larger than the {max} bytes a record may hold", max = DATUM_MAX_BYTES)]
+    TooLarge(usize),
+}
+
+/// The largest datum read back: Kinesis's record limit (1 MiB,
+/// <https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html>), so no
+/// datum that was ever sent is refused. It is also the most one string, byte array or
+/// collection of a datum may make the Avro reader allocate (apache-avro's process-wide
+/// `max_allocation_bytes`, 512 MiB by default), so a crafted length prefix fails at once
+/// instead of allocating hundreds of MiB.
+pub const DATUM_MAX_BYTES: usize = 1024 * 1024;
+
+/// Sets apache-avro's allocation cap to [`DATUM_MAX_BYTES`] (once per process; the first
+/// call wins, so this runs before any datum is read: every encoder is built through
+/// [`AvroEncoder::from_schema_text`]).
+fn cap_avro_allocation() {
+    let _ = apache_avro::util::max_allocation_bytes(DATUM_MAX_BYTES);
 }
 
 /// The kinds of value a field of ours holds.
@@ -124,6 +142,7 @@ fn record_field(r: &PcReserveRecord, index: usize) -> Field<'_> {
 impl AvroEncoder {
     /// Checks `schema_json` (the Avro schema text) and builds an encoder for it.
     pub fn from_schema_text(schema_json: &str) -> Result<Self, EncodeError> {
+        cap_avro_allocation();
         let schema = Schema::parse_str(schema_json).map_err(|e| EncodeError::Parse(e.to_string()))?;
         let Schema::Record(record) = &schema else {
             return Err(EncodeError::Incompatible("the schema is not a record".into()));
@@ -231,6 +250,10 @@ impl AvroEncoder {
 
     /// Decodes one datum written with this schema (the `decode` tools and tests use it).
     pub fn decode(&self, datum: &[u8]) -> Result<PcReserveRecord, DecodeError> {
+        if datum.len() > DATUM_MAX_BYTES {
+            return Err(DecodeError::TooLarge(datum.len()));
+        }
+        cap_avro_allocation();
         let mut reader = datum;
         let value = GenericDatumReader::builder(&self.schema)
             .build()
@@ -238,6 +261,11 @@ impl AvroEncoder {
             .map_err(|e| DecodeError::NotADatum(e.to_string()))?;
         if !reader.is_empty() {
             return Err(DecodeError::TrailingBytes(reader.len()));
+        }
+        // apache-avro reads a string or bytes value cut off by the end of the datum as a
+        // null; such a record does not fit the schema.
+        if !value.validate(&self.schema) {
+            return Err(DecodeError::NotADatum("the datum ends inside a value".into()));
         }
         let Value::Record(fields) = value else {
             return Err(DecodeError::NotARecord);
@@ -286,16 +314,46 @@ pub fn schema_from_response(body: &[u8]) -> Result<String, EncodeError> {
     }
 }
 
+/// The most a schema response may hold: the reference response is about 4 KiB, so this
+/// leaves room for a much larger schema and still bounds what an endpoint can make the
+/// poller allocate.
+pub const SCHEMA_RESPONSE_MAX_BYTES: usize = 256 * 1024;
+
+/// Checks that `url` is `https://`, or `http://` to a loopback address (the local stack),
+/// or says why not (the reason, to follow the variable's name):
+/// the schema decides what every record is encoded as, so it must not come over a path
+/// where it can be altered.
+pub fn check_schema_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
+    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if loopback => Ok(parsed),
+        "http" => {
+            Err("must be https:// (http:// only to a loopback address such as the local stack)".to_string())
+        }
+        _ => Err("must be an https:// URL (http:// only to a loopback address)".to_string()),
+    }
+}
+
 /// Fetches the schema from `url` with a timeout, retrying 5xx answers and connection
-/// errors, then checks it.
+/// errors, then checks it. Only `https://` (or loopback `http://`), no redirects, at most
+/// [`SCHEMA_RESPONSE_MAX_BYTES`].
 pub(crate) async fn fetch_encoder(
     url: &str,
     timeout: Duration,
     policy: &RetryPolicy,
 ) -> Result<AvroEncoder, EncodeError> {
+    let url = check_schema_url(url)
+        .map_err(|reason| EncodeError::Fetch(format!("PC_RESERVE_SCHEMA_URL {reason}")))?;
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
+        // A redirect could lead anywhere, plain http included: the configured URL must be
+        // the endpoint itself.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| EncodeError::Fetch(e.to_string()))?;
     let body = retry(
@@ -303,18 +361,46 @@ pub(crate) async fn fetch_encoder(
         "schema endpoint",
         |e: &FetchFailure| e.retriable,
         || async {
-            let response = client.get(url).send().await.map_err(|e| FetchFailure {
+            let mut response = client.get(url.clone()).send().await.map_err(|e| FetchFailure {
                 retriable: e.is_connect() || e.is_timeout() || e.is_request(),
                 message: without_url(&e),
             })?;
             let status = response.status();
+            if status.is_redirection() {
+                return Err(FetchFailure {
+                    retriable: false,
+                    message: format!(
+                        "HTTP {status}: redirects are not followed; set PC_RESERVE_SCHEMA_URL to the address that answers"
+                    ),
+                });
+            }
             if !status.is_success() {
                 return Err(FetchFailure {
                     retriable: status.is_server_error() || status.as_u16() == 429,
                     message: format!("HTTP {status}"),
                 });
             }
-            response.bytes().await.map_err(|e| FetchFailure { retriable: true, message: without_url(&e) })
+            let too_large = |size: String| FetchFailure {
+                retriable: false,
+                message: format!(
+                    "the response is {size} the {SCHEMA_RESPONSE_MAX_BYTES} bytes a schema response may hold"
+                ),
+            };
+            if let Some(n) = response.content_length().filter(|n| *n > SCHEMA_RESPONSE_MAX_BYTES as u64) {
+                return Err(too_large(format!("{n} bytes, more than")));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| FetchFailure { retriable: true, message: without_url(&e) })?
+            {
+                if body.len() + chunk.len() > SCHEMA_RESPONSE_MAX_BYTES {
+                    return Err(too_large("more than".to_string()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
         },
     )
     .await
@@ -415,6 +501,47 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Avro's zig-zag varint of `n`.
+    fn varint(n: i64) -> Vec<u8> {
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            let byte = (z & 0x7f) as u8;
+            z >>= 7;
+            if z == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    #[test]
+    fn a_datum_or_a_length_one_byte_over_the_cap_is_a_one_line_error() {
+        let enc = reference_encoder();
+        assert_eq!(DATUM_MAX_BYTES, 1_048_576);
+        // A whole datum one byte over the cap is refused before it is read.
+        let err = enc.decode(&vec![0u8; DATUM_MAX_BYTES + 1]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a datum of 1048577 bytes is larger than the 1048576 bytes a record may hold"
+        );
+        // patron_id is a one-branch union of string: branch 0, then the string's length.
+        // A length one byte over the cap fails before anything is allocated ...
+        let crafted = [varint(0), varint(1_048_577), b"abc".to_vec()].concat();
+        let err = enc.decode(&crafted).unwrap_err().to_string();
+        assert!(err.starts_with("not a PcReserve datum: "), "{err}");
+        assert!(err.contains("1048577") && err.contains("1048576"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        // ... and a length at the cap is allowed, then found to run past the datum.
+        let at_cap = [varint(0), varint(1_048_576), b"abc".to_vec()].concat();
+        let err = enc.decode(&at_cap).unwrap_err().to_string();
+        assert_eq!(err, "not a PcReserve datum: the datum ends inside a value");
+        // Without the cap the same prefix could ask for 500 MiB.
+        let huge = [varint(0), varint(500 * 1024 * 1024)].concat();
+        assert!(enc.decode(&huge).unwrap_err().to_string().contains("524288000"));
     }
 
     #[test]

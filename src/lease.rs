@@ -468,8 +468,14 @@ impl LeaseStore for S3LeaseStore {
         match self.client.get_object().bucket(&self.bucket).key(&self.key).send().await {
             Ok(out) => {
                 let etag = out.e_tag().unwrap_or_default().to_string();
-                let body = out.body.collect().await.map_err(|e| self.error(e.to_string()))?.into_bytes();
-                Ok(Some((body.to_vec(), etag)))
+                let cap = crate::aws::STATE_OBJECT_MAX_BYTES;
+                let body = crate::aws::read_capped(out.content_length(), out.body, cap).await.map_err(|e| {
+                    self.error(format!(
+                        "{}; a lease object is about 120 bytes of JSON: nothing was written, delete it if no poller runs",
+                        e.describe("the object", cap)
+                    ))
+                })?;
+                Ok(Some((body, etag)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(self.error(crate::permissions::describe(&e, "s3:GetObject", &self.arn()))),

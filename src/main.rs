@@ -42,10 +42,15 @@ fn report(err: &AppError) {
         } else {
             tracing::error!(exit_code = code, error = %err, "failed");
         }
-    } else if stopped {
-        eprintln!("pc-reserve-poller: {err}");
     } else {
-        eprintln!("pc-reserve-poller: error: {err}");
+        // The text may carry what a server or an S3 object said: one line, whatever it holds.
+        let text = err.to_string();
+        let text = logging::escape_controls(&text, false);
+        if stopped {
+            eprintln!("pc-reserve-poller: {text}");
+        } else {
+            eprintln!("pc-reserve-poller: error: {text}");
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::NaiveDateTime;
 
+use crate::aws::{CappedReadError, STATE_OBJECT_MAX_BYTES};
 use crate::domain::{Cursor, CursorError, format_date_time, parse_naive_date_time};
 
 /// The user-defined metadata key (`x-amz-meta-caught-up-through` on the wire) holding the
@@ -55,6 +56,19 @@ pub enum StateError {
         /// What in the object is not a cursor.
         #[source]
         source: CursorError,
+    },
+    /// The object is larger than a cursor object can be: it was not read, and nothing
+    /// is written over it.
+    #[error(
+        "s3://{bucket}/{key}: {message}; a cursor object is about 60 bytes of JSON: nothing was written, move it aside or fix it (`pc-reserve-poller cursor set`)"
+    )]
+    TooLarge {
+        /// The bucket that holds the cursor object.
+        bucket: String,
+        /// The cursor object's key in that bucket.
+        key: String,
+        /// The size and the cap.
+        message: String,
     },
     /// S3 refused to read the object (403): to a role without `s3:ListBucket` this is
     /// also the answer for an object that does not exist.
@@ -144,6 +158,18 @@ impl S3CursorStore {
             .body(ByteStream::from(body.as_bytes().to_vec()))
     }
 
+    /// Reads a cursor object's body, at most [`STATE_OBJECT_MAX_BYTES`].
+    async fn read_body(&self, length: Option<i64>, body: ByteStream) -> Result<Vec<u8>, StateError> {
+        crate::aws::read_capped(length, body, STATE_OBJECT_MAX_BYTES).await.map_err(|e| match e {
+            CappedReadError::TooLarge { .. } => StateError::TooLarge {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                message: e.describe("the object", STATE_OBJECT_MAX_BYTES),
+            },
+            CappedReadError::Read(_) => self.s3_error(e.describe("the object", STATE_OBJECT_MAX_BYTES)),
+        })
+    }
+
     fn s3_error(&self, message: String) -> StateError {
         StateError::S3 { bucket: self.bucket.clone(), key: self.key.clone(), message }
     }
@@ -186,7 +212,7 @@ impl CursorStore for S3CursorStore {
         };
         let etag = out.e_tag().map(str::to_string);
         self.remember_caught_up(out.metadata());
-        let body = out.body.collect().await.map_err(|e| self.s3_error(e.to_string()))?.into_bytes();
+        let body = self.read_body(out.content_length(), out.body).await?;
         let cursor = Cursor::from_json(&body).map_err(|source| StateError::Malformed {
             bucket: self.bucket.clone(),
             key: self.key.clone(),
@@ -287,8 +313,10 @@ impl S3CursorStore {
                 })?;
             let etag = out.e_tag().map(str::to_string);
             let mark = out.metadata().and_then(|m| m.get(CAUGHT_UP_METADATA)).cloned();
-            let body = out.body.collect().await.map_err(|e| e.to_string())?.into_bytes();
-            Ok::<_, String>((body.to_vec(), etag, mark))
+            let body = crate::aws::read_capped(out.content_length(), out.body, STATE_OBJECT_MAX_BYTES)
+                .await
+                .map_err(|e| e.describe("the object", STATE_OBJECT_MAX_BYTES))?;
+            Ok::<_, String>((body, etag, mark))
         };
         let (body, etag, mark) = read_back.await.map_err(|message| {
             self.s3_error(format!(

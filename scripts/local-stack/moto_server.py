@@ -40,6 +40,12 @@
    (https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html): the wrapper
    answers like them.
 
+5. Decrypt with a `KeyId` that is not the ciphertext's key. Real KMS answers 400
+   `IncorrectKeyException` ("The key ID in the request does not identify a KMS key that can
+   perform this operation": https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html,
+   "KeyId" and "Errors"); moto 5.2.5 checks the key too but answers AccessDeniedException.
+   The wrapper answers like KMS.
+
 Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`), plus `--exit-with-parent`: stop
 when the process that started this one exits (tests start a server of their own with it).
 """
@@ -70,6 +76,8 @@ models.Shard.get_max_sequence_number = _max_sequence_number
 from moto import settings  # noqa: E402  (after the patch, as the server imports models)
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
 from moto.kinesis.responses import KinesisResponse  # noqa: E402
+from moto.core.exceptions import JsonRESTError  # noqa: E402
+from moto.kms.models import KmsBackend  # noqa: E402
 from moto.kms.responses import KmsResponse  # noqa: E402
 from moto.kms.utils import _deserialize_ciphertext_blob  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
@@ -130,6 +138,32 @@ def _kinesis_resource(self) -> str:
 
 KmsResponse._determine_resource = _kms_resource
 KinesisResponse._determine_resource = _kinesis_resource
+
+
+# --- 5. Decrypt under another key ------------------------------------------------------------
+
+
+class IncorrectKeyException(JsonRESTError):
+    code = 400
+
+    def __init__(self) -> None:
+        super().__init__(
+            "IncorrectKeyException",
+            "The key ID in the request does not identify a KMS key that can perform this operation.",
+        )
+
+
+_original_decrypt = KmsBackend.decrypt
+
+
+def _decrypt(self, ciphertext_blob, encryption_context, key_id=None):
+    plaintext, arn = _original_decrypt(self, ciphertext_blob, encryption_context, key_id=None)
+    if key_id is not None and self.any_id_to_key_id(key_id) != arn.rsplit("/", 1)[-1]:
+        raise IncorrectKeyException()
+    return plaintext, arn
+
+
+KmsBackend.decrypt = _decrypt
 
 
 # --- 2. who may list a bucket ---------------------------------------------------------------

@@ -13,7 +13,9 @@ use crate::app::{self, AppError};
 use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
 
-use crate::db::{connect_mysql, connect_pg, mysql_options, pg_options, with_timeout};
+use crate::db::{
+    TlsReport, connect_mysql, connect_pg, mysql_options, mysql_tls, pg_options, pg_tls, with_timeout,
+};
 use crate::domain::{Cursor, format_date_time};
 use crate::encode::fetch_encoder;
 use crate::enrich::redshift::Redshift;
@@ -31,6 +33,8 @@ pub(crate) struct CheckLine {
     pub latency: Duration,
     /// What was found (on success) or why it failed.
     pub detail: Result<String, String>,
+    /// For a database: what its connection negotiated.
+    pub tls: Option<TlsReport>,
 }
 
 impl std::fmt::Display for CheckLine {
@@ -39,7 +43,11 @@ impl std::fmt::Display for CheckLine {
             Ok(t) => ("✓", t),
             Err(t) => ("✗", t),
         };
-        write!(f, "{mark} {:<14} {:>6} ms  {text}", self.name, self.latency.as_millis())
+        write!(f, "{mark} {:<14} {:>6} ms  {text}", self.name, self.latency.as_millis())?;
+        match &self.tls {
+            Some(tls) => write!(f, "; TLS: {}", tls.describe()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -49,7 +57,20 @@ where
 {
     let started = Instant::now();
     let detail = fut.await;
-    CheckLine { name, latency: started.elapsed(), detail }
+    CheckLine { name, latency: started.elapsed(), detail, tls: None }
+}
+
+/// [`timed`] for a database, whose check also says what its connection negotiated.
+async fn timed_db<F>(name: &'static str, fut: F) -> CheckLine
+where
+    F: Future<Output = Result<(String, TlsReport), String>>,
+{
+    let started = Instant::now();
+    let (detail, tls) = match fut.await {
+        Ok((detail, tls)) => (Ok(detail), Some(tls)),
+        Err(e) => (Err(e), None),
+    };
+    CheckLine { name, latency: started.elapsed(), detail, tls }
 }
 
 /// Runs every check, prints one line per dependency (or one JSON object), fails with exit
@@ -69,6 +90,7 @@ pub async fn check(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppE
                     "{} valid, secrets decrypted",
                     source.path.as_ref().map_or("environment".into(), |p| p.display().to_string())
                 )),
+                tls: None,
             });
             v
         }
@@ -77,6 +99,7 @@ pub async fn check(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppE
                 name: "configuration",
                 latency: started.elapsed(),
                 detail: Err(e.to_string()),
+                tls: None,
             });
             return report(&lines, format);
         }
@@ -104,12 +127,16 @@ pub(crate) fn to_json(lines: &[CheckLine]) -> serde_json::Value {
                 Ok(t) => (true, t),
                 Err(t) => (false, t),
             };
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": l.name,
                 "ok": ok,
                 "latency_ms": u64::try_from(l.latency.as_millis()).unwrap_or(u64::MAX),
                 "detail": detail,
-            })
+            });
+            if let (Some(tls), Some(map)) = (&l.tls, entry.as_object_mut()) {
+                map.insert("tls".into(), tls.to_json());
+            }
+            entry
         })
         .collect();
     let failed = lines.iter().filter(|l| l.detail.is_err()).count();
@@ -143,9 +170,9 @@ pub(crate) async fn dependencies(
     let timeout = settings.statement_timeout.min(settings.connect_timeout.max(Duration::from_secs(5)));
     let (a, b, c, d, e, f) = tokio::join!(
         timed("schema", schema(settings)),
-        timed("Envisionware", envisionware(settings, timeout)),
-        timed("Sierra", sierra(settings, timeout)),
-        timed("Redshift", redshift(settings, timeout)),
+        timed_db("Envisionware", envisionware(settings, timeout)),
+        timed_db("Sierra", sierra(settings, timeout)),
+        timed_db("Redshift", redshift(settings, timeout)),
         timed("Kinesis", kinesis(settings, sdk)),
         timed("S3 cursor", s3_cursor(settings, sdk, aws)),
     );
@@ -162,33 +189,35 @@ async fn schema(settings: &Settings) -> Result<String, String> {
 // Each database runs the statements of a run, through the functions a run uses, on a pool
 // opened as a run opens it (after one plain connection, which a refusal answers at once).
 
-async fn envisionware(settings: &Settings, timeout: Duration) -> Result<String, String> {
+async fn envisionware(settings: &Settings, timeout: Duration) -> Result<(String, TlsReport), String> {
     let once = RetryPolicy::none();
     reachable::<sqlx::MySqlConnection>(settings, &mysql_options(&settings.envisionware)).await?;
     let pool = connect_mysql(&settings.envisionware, settings.connect_timeout, &once)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
+    let tls = mysql_tls(&pool, settings.envisionware.ssl_mode, timeout).await;
     let source = Envisionware::new(pool.clone(), timeout, once).with_settle_delay(settings.settle_delay);
     let probed = source.probe().await;
     pool.close().await;
     probed.map_err(|e| e.to_string())?;
-    Ok("connected; the keyset read and the retention query run, their columns decode".to_string())
+    Ok(("connected; the keyset read and the retention query run, their columns decode".to_string(), tls))
 }
 
-async fn sierra(settings: &Settings, timeout: Duration) -> Result<String, String> {
+async fn sierra(settings: &Settings, timeout: Duration) -> Result<(String, TlsReport), String> {
     let once = RetryPolicy::none();
     let options = pg_options(&settings.sierra, false, settings.statement_timeout);
     reachable::<sqlx::PgConnection>(settings, &options).await?;
     let pool = connect_pg("Sierra connect", options, settings.connect_timeout, &once)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
+    let tls = pg_tls(&pool, settings.sierra.ssl_mode, timeout).await;
     let probed = Sierra::new(pool.clone(), timeout, once).probe().await;
     pool.close().await;
     probed.map_err(|e| e.to_string())?;
-    Ok("connected; the phrase_entry and patron_view lookups run, their columns decode".to_string())
+    Ok(("connected; the phrase_entry and patron_view lookups run, their columns decode".to_string(), tls))
 }
 
-async fn redshift(settings: &Settings, timeout: Duration) -> Result<String, String> {
+async fn redshift(settings: &Settings, timeout: Duration) -> Result<(String, TlsReport), String> {
     let once = RetryPolicy::none();
     let table = &settings.redshift_patron_table;
     let options = pg_options(&settings.redshift, true, settings.statement_timeout);
@@ -196,10 +225,11 @@ async fn redshift(settings: &Settings, timeout: Duration) -> Result<String, Stri
     let pool = connect_pg("Redshift connect", options, settings.connect_timeout, &once)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
+    let tls = pg_tls(&pool, settings.redshift.ssl_mode, timeout).await;
     let probed = Redshift::new(pool.clone(), table.clone(), timeout, once).probe().await;
     pool.close().await;
     probed.map_err(|e| e.to_string())?;
-    Ok(format!("connected; the {table} lookup runs, its columns decode"))
+    Ok((format!("connected; the {table} lookup runs, its columns decode"), tls))
 }
 
 async fn kinesis(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<String, String> {
@@ -207,14 +237,30 @@ async fn kinesis(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Str
         return Ok("IGNORE_KINESIS is set; not checked".to_string());
     }
     let client = aws_sdk_kinesis::Client::new(sdk);
-    let out = client
-        .describe_stream_summary()
-        .stream_arn(&settings.kinesis_stream_arn)
-        .send()
-        .await
-        .map_err(|e| {
-            crate::permissions::describe(&e, "kinesis:DescribeStreamSummary", &settings.kinesis_stream_arn)
-        })?;
+    let answer = client.describe_stream_summary().stream_arn(&settings.kinesis_stream_arn).send().await;
+    let out = match answer {
+        Ok(out) => out,
+        // The scheduled task's role (deploy/iam-policy.json) may only put records; the
+        // operator's (deploy/iam-operator-policy.json) may describe the stream.
+        Err(e)
+            if crate::permissions::is_access_denied(
+                aws_sdk_kinesis::error::ProvideErrorMetadata::code(&e),
+                crate::permissions::status(&e),
+            ) =>
+        {
+            return Ok(
+                "not checked: this role may not describe the stream (kinesis:DescribeStreamSummary is in deploy/iam-operator-policy.json, not the task's policy); a run's PutRecords needs only kinesis:PutRecords"
+                    .to_string(),
+            );
+        }
+        Err(e) => {
+            return Err(crate::permissions::describe(
+                &e,
+                "kinesis:DescribeStreamSummary",
+                &settings.kinesis_stream_arn,
+            ));
+        }
+    };
     let summary = out.stream_description_summary().ok_or("no stream description in the answer")?;
     let status = summary.stream_status().as_str().to_string();
     let detail = format!("{} {status}, {} open shard(s)", summary.stream_name(), summary.open_shard_count());
@@ -250,8 +296,18 @@ mod tests {
     #[test]
     fn check_as_json_lists_each_line_and_counts_the_failures() {
         let lines = [
-            CheckLine { name: "schema", latency: Duration::from_millis(12), detail: Ok("fetched".into()) },
-            CheckLine { name: "Kinesis", latency: Duration::from_millis(3), detail: Err("not found".into()) },
+            CheckLine {
+                name: "schema",
+                latency: Duration::from_millis(12),
+                detail: Ok("fetched".into()),
+                tls: None,
+            },
+            CheckLine {
+                name: "Kinesis",
+                latency: Duration::from_millis(3),
+                detail: Err("not found".into()),
+                tls: None,
+            },
         ];
         assert_eq!(
             to_json(&lines).to_string(),

@@ -2,7 +2,7 @@
 //! shard, from the start or from a time) or from a file of base64 datums, one per line.
 //! Needs only the schema URL, the stream ARN and AWS access from the configuration.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ async fn variable(
         return Ok(v.to_string());
     }
     if raw.encrypted_names().any(|n| n == name) {
-        let secret = raw.decrypt_one(name, &KmsDecrypter::new(sdk)).await?;
+        let secret = raw.decrypt_one(name, &KmsDecrypter::new(sdk, raw.kms_key_id()?)).await?;
         return Ok(secret.expose_secret().trim().to_string());
     }
     Err(crate::config::ConfigError::Missing(vec![name]).into())
@@ -76,6 +76,9 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     }
 }
 
+/// The longest line of a datum file: the base64 of the largest datum, a line end besides.
+const LINE_MAX_BYTES: usize = crate::encode::DATUM_MAX_BYTES.div_ceil(3) * 4 + 2;
+
 fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
     let reader: Box<dyn std::io::BufRead> = if path == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -84,9 +87,27 @@ fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
             .map_err(|e| AppError::Usage(format!("decode: cannot open {}: {e}", path.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| AppError::Tool(format!("decode: {}: {e}", path.display())))?;
-        let text = line.trim();
+    let mut reader = reader;
+    let mut line = Vec::new();
+    for n in 0.. {
+        line.clear();
+        let read = (&mut reader)
+            .take(LINE_MAX_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| AppError::Tool(format!("decode: {}: {e}", path.display())))?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > LINE_MAX_BYTES {
+            return Err(AppError::Tool(format!(
+                "decode: {} line {}: longer than {LINE_MAX_BYTES} bytes, the base64 of a {}-byte datum",
+                path.display(),
+                n + 1,
+                crate::encode::DATUM_MAX_BYTES
+            )));
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
         if text.is_empty() {
             continue;
         }

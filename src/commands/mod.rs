@@ -55,6 +55,12 @@ pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
     let level = crate::config::parse_log_level(raw.plain(LOG_LEVEL.name))?;
     let json = crate::config::parse_log_format_is_json(raw.plain(LOG_FORMAT.name))?;
     crate::logging::init(level, json);
+    for name in raw.secrets_on_command_line() {
+        tracing::warn!(
+            variable = name,
+            "a secret given with --set is visible to every user of this machine in the process list; set it in the environment or the file's ENCRYPTED_VARIABLES instead"
+        );
+    }
     Ok(())
 }
 

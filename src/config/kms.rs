@@ -28,24 +28,37 @@ impl Decrypter for NoDecrypter {
 #[derive(Debug, Clone)]
 pub(crate) struct KmsDecrypter {
     client: aws_sdk_kms::Client,
+    /// `KMS_KEY_ID`: the only key a ciphertext may be under, when set.
+    key_id: Option<String>,
 }
 
 impl KmsDecrypter {
-    /// A decrypter using the shared AWS configuration (region, profile, endpoint).
-    pub(crate) fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self { client: aws_sdk_kms::Client::new(sdk) }
+    /// A decrypter using the shared AWS configuration (region, profile, endpoint), pinned
+    /// to `key_id` (`KMS_KEY_ID`) when given.
+    pub(crate) fn new(sdk: &aws_config::SdkConfig, key_id: Option<String>) -> Self {
+        Self { client: aws_sdk_kms::Client::new(sdk), key_id }
     }
 }
 
 impl Decrypter for KmsDecrypter {
     async fn decrypt(&self, ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+        // With KeyId, KMS refuses a ciphertext of another key (IncorrectKeyException,
+        // https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html).
         let out = self
             .client
             .decrypt()
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
+            .set_key_id(self.key_id.clone())
             .send()
             .await
             .map_err(|e| {
+                use aws_sdk_kms::error::ProvideErrorMetadata as _;
+                if e.code() == Some("IncorrectKeyException") {
+                    return format!(
+                        "the ciphertext was made under another key than KMS_KEY_ID ({}): IncorrectKeyException",
+                        self.key_id.as_deref().unwrap_or_default()
+                    );
+                }
                 crate::permissions::describe(&e, "kms:Decrypt", "the KMS key of ENCRYPTED_VARIABLES")
             })?;
         out.plaintext.map(|b| b.into_inner()).ok_or_else(|| "KMS returned no plaintext".to_string())

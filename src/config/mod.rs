@@ -86,6 +86,22 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The mode's name as `*_DB_SSLMODE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the server's certificate is verified (chain, and for `verify-full` the name).
+    pub fn verifies(self) -> bool {
+        matches!(self, Self::VerifyCa | Self::VerifyFull)
+    }
+
     fn parse(name: &str, text: &str) -> Result<Self, ConfigError> {
         Ok(match text.trim().to_ascii_lowercase().as_str() {
             "disable" => Self::Disable,
@@ -296,6 +312,31 @@ pub(crate) fn default_path(environment: &str) -> PathBuf {
 }
 
 impl RawConfig {
+    /// The secrets (passwords, the salt, the AWS secret key and session token) given a
+    /// non-empty value with `--set`, where any user of the machine can read them in the
+    /// process list.
+    pub fn secrets_on_command_line(&self) -> Vec<&'static str> {
+        variables::VARIABLES
+            .iter()
+            .filter(|v| v.secrecy == variables::Secrecy::Secret)
+            .filter(|v| matches!(self.plain.get(v.name), Some((value, Origin::Flag)) if !value.is_empty()))
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// `KMS_KEY_ID`, the key every ciphertext must be under (plain text only: it is needed
+    /// before anything is decrypted).
+    pub(crate) fn kms_key_id(&self) -> Result<Option<String>, ConfigError> {
+        let name = variables::KMS_KEY_ID.name;
+        if self.encrypted.contains_key(name) {
+            return Err(invalid(
+                name,
+                "must be in PLAINTEXT_VARIABLES or the environment: it is needed to decrypt the others",
+            ));
+        }
+        Ok(self.plain(name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+    }
+
     /// The AWS settings visible before decryption.
     pub(crate) fn aws_settings(&self) -> crate::aws::AwsSettings {
         use crate::config::variables::{self as var, Variable};
@@ -711,13 +752,12 @@ fn max_batches(v: &Vars<'_>) -> Result<Option<u64>, ConfigError> {
     }
 }
 
-/// `PC_RESERVE_SCHEMA_URL`: an http:// or https:// URL.
+/// `PC_RESERVE_SCHEMA_URL`: an https:// URL, or http:// to a loopback address.
 fn schema_url(v: &Vars<'_>) -> Result<String, ConfigError> {
     use variables as var;
     let url = v.required(&var::PC_RESERVE_SCHEMA_URL)?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(invalid(var::PC_RESERVE_SCHEMA_URL.name, "must be an http:// or https:// URL"));
-    }
+    crate::encode::check_schema_url(url)
+        .map_err(|reason| invalid(var::PC_RESERVE_SCHEMA_URL.name, reason))?;
     Ok(url.to_string())
 }
 
@@ -944,6 +984,24 @@ mod tests {
         assert_eq!(s.envisionware_batch_size, 9);
     }
 
+    #[test]
+    fn secrets_given_with_set_are_named_and_other_flags_are_not() {
+        let file = yaml::ConfigFile { plaintext: complete_plaintext(), encrypted: BTreeMap::new() };
+        let env = |name: &str| (name == "SIERRA_DB_PASSWORD").then(|| "from-env".to_string());
+        let flags: BTreeMap<String, String> = [
+            ("BCRYPT_SALT", "$2b$04$abcdefghijklmnopqrstuu"),
+            ("ENVISIONWARE_DB_PASSWORD", "pw"),
+            ("REDSHIFT_DB_PASSWORD", ""),
+            ("ENVISIONWARE_BATCH_SIZE", "9"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let raw = RawConfig::from_parts(file, &env, &flags);
+        assert_eq!(raw.secrets_on_command_line(), ["ENVISIONWARE_DB_PASSWORD", "BCRYPT_SALT"]);
+    }
+
     /// The variables of the README's configuration table, each with whether it is
     /// required: `ENVISIONWARE_DB_HOST`, `_PORT` expands to `ENVISIONWARE_DB_PORT`, and
     /// `*_DB_SSLMODE` to the three databases' names.
@@ -1011,6 +1069,9 @@ mod tests {
             }),
             effect("AWS_SESSION_TOKEN", "token", "Some(5)", |r, _| {
                 format!("{:?}", r.plain("AWS_SESSION_TOKEN").map(str::len))
+            }),
+            effect("KMS_KEY_ID", "alias/pcr", "Ok(Some(\"alias/pcr\"))", |r, _| {
+                format!("{:?}", r.kms_key_id().map_err(|e| e.to_string()))
             }),
             effect("ENVISIONWARE_DB_SSLMODE", "require", "Require", |_, s| {
                 format!("{:?}", s.envisionware.ssl_mode)

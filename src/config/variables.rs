@@ -125,6 +125,7 @@ variables! {
     AWS_ACCESS_KEY_ID: Optional, Kind::Text, None, WhenEncrypted, "static credentials (with AWS_SECRET_ACCESS_KEY); otherwise the default chain";
     AWS_SECRET_ACCESS_KEY: Optional, Kind::Password, None, Secret, "static credentials (with AWS_ACCESS_KEY_ID)";
     AWS_SESSION_TOKEN: Optional, Kind::Password, None, Secret, "session token of the static credentials";
+    KMS_KEY_ID: Optional, Kind::Text, None, Public, "the KMS key of ENCRYPTED_VARIABLES (ID, ARN or alias); others are refused";
     ENVISIONWARE_DB_HOST: Always, Kind::Text, None, WhenEncrypted, "Envisionware (MySQL) host";
     ENVISIONWARE_DB_PORT: Always, Kind::Port, None, WhenEncrypted, "Envisionware port";
     ENVISIONWARE_DB_NAME: Always, Kind::Text, None, WhenEncrypted, "Envisionware database";

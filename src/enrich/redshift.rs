@@ -39,6 +39,11 @@ pub struct Redshift {
 }
 
 impl Redshift {
+    /// The pool the lookups run on (to ask the connection what it negotiated).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A lookup on an open pool. `table` was validated as an identifier by the
     /// configuration (it cannot be a bound parameter).
     pub fn new(pool: PgPool, table: String, statement_timeout: Duration, retry: RetryPolicy) -> Self {

@@ -74,6 +74,11 @@ pub struct Envisionware {
 }
 
 impl Envisionware {
+    /// The pool the lookups run on (to ask the connection what it negotiated).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     /// A reader on an open pool.
     pub fn new(pool: MySqlPool, statement_timeout: Duration, retry: RetryPolicy) -> Self {
         Self { pool, statement_timeout, retry, settle_delay: Duration::ZERO }
