@@ -233,3 +233,136 @@ async fn a_run_verifies_sierra_and_redshift_by_default_for_redshift() {
     }
     env.cleanup().await;
 }
+
+/// What `check` reports and a run warns about: the session's TLS as the server sees it
+/// (`pg_stat_ssl`), and what was verified as the mode says.
+#[tokio::test]
+async fn the_negotiated_tls_is_read_from_the_server_and_described() {
+    use pc_reserve_poller::db::pg_tls;
+    let s = tls_server();
+    let cases = [
+        (SslMode::VerifyFull, "localhost", "certificate and host name verified (verify-full)", true),
+        (SslMode::VerifyCa, "localhost", "certificate verified, host name not (verify-ca)", true),
+        (SslMode::Require, "127.0.0.2", "not verified (require)", false),
+        (SslMode::Prefer, "127.0.0.2", "not verified (prefer)", false),
+    ];
+    for (mode, host, says, verified) in cases {
+        let settings = db(&s, host, mode, Some(&s.ca));
+        let opts = pg_options(&settings, false, Duration::from_secs(30));
+        let pool = connect_pg("TLS test", opts, Duration::from_secs(10), &RetryPolicy::none()).await.unwrap();
+        let report = pg_tls(&pool, mode, Duration::from_secs(10)).await;
+        pool.close().await;
+        assert_eq!(report.encrypted, Some(true), "{mode:?}");
+        let version = report.version.clone().expect("the server names the TLS version");
+        assert!(version == "TLSv1.3" || version == "TLSv1.2", "{version}");
+        assert_eq!(report.describe(), format!("{version}, {says}"));
+        assert_eq!(report.verified(), verified, "{mode:?}");
+        let json = report.to_json();
+        assert_eq!(json["certificate_verified"], verified, "{mode:?}");
+        assert_eq!(json["host_name_verified"], mode == SslMode::VerifyFull, "{mode:?}");
+    }
+    let settings = db(&s, "127.0.0.1", SslMode::Disable, None);
+    let opts = pg_options(&settings, true, Duration::from_secs(30));
+    let pool = connect_pg("TLS test", opts, Duration::from_secs(10), &RetryPolicy::none()).await.unwrap();
+    let report = pg_tls(&pool, SslMode::Disable, Duration::from_secs(10)).await;
+    pool.close().await;
+    assert_eq!(report.describe(), "off (disable)");
+    assert!(!report.verified());
+}
+
+/// Reads what is there within 5 s; 0 at the end, on an error or a timeout.
+async fn read_within(sock: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    use tokio::io::AsyncReadExt as _;
+    tokio::time::timeout(Duration::from_secs(5), sock.read(buf)).await.ok().and_then(Result::ok).unwrap_or(0)
+}
+
+/// A fake MySQL server on loopback without TLS: its greeting offers `plugin`, and after
+/// the client's answer it either switches to `mysql_clear_password` (`switch`) or refuses.
+/// Returns its port and what it received from the client.
+async fn fake_mysql(plugin: &'static str, switch: bool) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let packet = |seq: u8, payload: &[u8]| -> Vec<u8> {
+            let len = payload.len() as u32;
+            [&len.to_le_bytes()[..3], &[seq], payload].concat()
+        };
+        // Protocol 10 greeting (MySQL 8.0.18's, from sqlx-mysql's own test) with the SSL
+        // capability (0x0800) removed and the plugin replaced.
+        let mut greeting = b"\n8.0.18\x00\x19\x00\x00\x00\x114aB0c\x06g\x00\xff\xf7\xff\x02\x00\xff\xc7\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00tL\x03s\x0f[4\rl4. \x00".to_vec();
+        greeting.extend_from_slice(plugin.as_bytes());
+        greeting.push(0);
+        sock.write_all(&packet(0, &greeting)).await.unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        let n = read_within(&mut sock, &mut buf).await;
+        received.extend_from_slice(&buf[..n]);
+        if switch {
+            let mut auth_switch = b"\xfemysql_clear_password\x00".to_vec();
+            auth_switch.extend_from_slice(b"abcdefghijabcdefghij\x00");
+            let _ = sock.write_all(&packet(2, &auth_switch)).await;
+        } else {
+            let _ = sock.write_all(&packet(2, b"\xff\x15\x04#28000Access denied")).await;
+        }
+        // Whatever the client sends next (a cleartext password, if it obeyed).
+        loop {
+            let n = read_within(&mut sock, &mut buf).await;
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        received
+    });
+    (port, task)
+}
+
+/// The driver can be told to refuse `mysql_clear_password` when asked by an auth switch
+/// (sqlx-mysql's `enable_cleartext_plugin`): the poller enables it only for `verify-ca`
+/// and `verify-full`, so over plain TCP the password is never sent and the error names
+/// the variable to change. A server that names `mysql_clear_password` in its very first
+/// greeting is answered with the password by sqlx-mysql 0.8 whatever the options (its
+/// `scramble` of the greeting's plugin does not look at them): the second half pins that
+/// limit of the driver, which only `verify-full` avoids (the greeting then comes over TLS
+/// from a server whose certificate was checked).
+#[tokio::test]
+async fn envisionware_refuses_a_cleartext_password_request_over_plain_tcp() {
+    let password = "s3cret-Password-77";
+    let settings = |port: u16, mode: SslMode| DbSettings {
+        host: "127.0.0.1".into(),
+        port,
+        database: "envisionware".into(),
+        user: "pcr".into(),
+        password: SecretString::from(password.to_string()),
+        ssl_mode: mode,
+        ssl_root_cert: None,
+    };
+    for mode in [SslMode::Prefer, SslMode::Disable] {
+        let (port, server) = fake_mysql("mysql_native_password", true).await;
+        let err = connect_mysql(&settings(port, mode), Duration::from_secs(5), &RetryPolicy::none())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message,
+            "the server asked for the password in clear text (mysql_clear_password), which is sent only over verified TLS: refused; set ENVISIONWARE_DB_SSLMODE=verify-full (ENVISIONWARE_DB_SSLROOTCERT for the server's CA)",
+            "{mode:?}"
+        );
+        assert!(!err.transient);
+        let received = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+        assert!(
+            !received.windows(password.len()).any(|w| w == password.as_bytes()),
+            "{mode:?}: the password reached the server"
+        );
+    }
+    // The driver's limit: a greeting that names mysql_clear_password gets the password.
+    let (port, server) = fake_mysql("mysql_clear_password", false).await;
+    let _ =
+        connect_mysql(&settings(port, SslMode::Prefer), Duration::from_secs(5), &RetryPolicy::none()).await;
+    let received = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    assert!(
+        received.windows(password.len()).any(|w| w == password.as_bytes()),
+        "sqlx-mysql no longer sends the password to a greeting naming mysql_clear_password: update README (Database TLS)"
+    );
+}
