@@ -366,3 +366,93 @@ async fn envisionware_refuses_a_cleartext_password_request_over_plain_tcp() {
         "sqlx-mysql no longer sends the password to a greeting naming mysql_clear_password: update README (Database TLS)"
     );
 }
+
+/// `check` shows what each database negotiated, and a run warns once per database whose
+/// connection is not verified: here Envisionware on the local MariaDB (no TLS) under the
+/// default `prefer`, Sierra with `disable`, Redshift with `require` on the TLS server.
+#[tokio::test]
+async fn check_shows_the_negotiated_tls_and_a_run_warns_for_each_unverified_database() {
+    use crate::binary::{run_bin, tempdir, write_config};
+    let s = tls_server();
+    let env = TestEnv::new().await;
+    let dir = tempdir();
+    let port = s.port.to_string();
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=require", s.port);
+    let mut pg = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let rs_db = format!("{}_rs", env.name);
+    pg.execute(format!("CREATE DATABASE {rs_db}").as_str()).await.unwrap();
+    let mut rs = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres@127.0.0.1:{}/{rs_db}?sslmode=require",
+        s.port
+    ))
+    .await
+    .unwrap();
+    let rs_sql = include_str!("../../scripts/local-stack/sql/redshift.sql")
+        .replace("{{PATRON_INFO_TABLE}}", &format!("patron_info_{rs_db}"))
+        .replace("{{PC_RESERVE_TABLE}}", &format!("pc_reserve_{rs_db}"));
+    for sql in crate::support::statements(&rs_sql) {
+        rs.execute(sql.as_str()).await.unwrap();
+    }
+    let config = write_config(
+        &env,
+        &dir,
+        &[
+            ("ENVISIONWARE_DB_SSLMODE", "prefer"),
+            ("SIERRA_DB_SSLMODE", "disable"),
+            ("REDSHIFT_DB_HOST", "127.0.0.2"),
+            ("REDSHIFT_DB_PORT", &port),
+            ("REDSHIFT_DB_USER", "postgres"),
+            ("REDSHIFT_DB_NAME", &rs_db),
+            ("REDSHIFT_DB_SSLMODE", "require"),
+        ],
+    )
+    .await;
+    let config = config.to_str().unwrap();
+    let out = run_bin(&["-c", config, "check"], &env, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line =
+        |name: &str| stdout.lines().find(|l| l.starts_with(&format!("✓ {name} "))).unwrap().to_string();
+    assert!(line("Envisionware").ends_with("; TLS: off, the server offered none (prefer)"), "{stdout}");
+    assert!(line("Sierra").ends_with("; TLS: off (disable)"), "{stdout}");
+    let redshift = line("Redshift");
+    assert!(
+        redshift.contains("; TLS: TLSv1.") && redshift.ends_with(", not verified (require)"),
+        "{redshift}"
+    );
+    let out = run_bin(&["-c", config, "check", "--format", "json"], &env, None);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let envisionware = &json["checks"][2];
+    assert_eq!(envisionware["name"], "Envisionware");
+    assert_eq!(
+        envisionware["tls"],
+        serde_json::json!({"mode": "prefer", "encrypted": false, "version": null, "certificate_verified": false, "host_name_verified": false})
+    );
+    assert_eq!(json["checks"][4]["tls"]["encrypted"], true);
+
+    let out = run_bin(&["-c", config, "run"], &env, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("database connection not verified")).collect();
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    for (database, variable, tls) in [
+        ("Envisionware", "ENVISIONWARE_DB", "off, the server offered none (prefer)"),
+        ("Sierra", "SIERRA_DB", "off (disable)"),
+        ("Redshift", "REDSHIFT_DB", "not verified (require)"),
+    ] {
+        let warning = warnings.iter().find(|w| w.contains(&format!("database=\"{database}\""))).unwrap();
+        assert!(warning.contains(" WARN "), "{warning}");
+        assert!(
+            warning.contains(&format!(
+                "set {variable}_SSLMODE=verify-full ({variable}_SSLROOTCERT for a CA of its own)"
+            )),
+            "{warning}"
+        );
+        assert!(warning.contains(tls), "{warning}");
+    }
+    drop(rs);
+    let _ = pg.execute(format!("DROP DATABASE IF EXISTS {rs_db} WITH (FORCE)").as_str()).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    env.cleanup().await;
+}
