@@ -456,3 +456,81 @@ async fn check_shows_the_negotiated_tls_and_a_run_warns_for_each_unverified_data
     std::fs::remove_dir_all(&dir).unwrap();
     env.cleanup().await;
 }
+
+/// The TLS MariaDB server's port and CA files (`scripts/local-stack/tls-mariadb.sh`,
+/// started here when it is not running).
+fn tls_mariadb() -> TlsServer {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-stack/tls-mariadb.sh");
+    let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "tls-mariadb.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+    let var = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+            .to_string()
+    };
+    TlsServer {
+        port: var("PCR_TEST_TLS_MY_PORT").parse().unwrap(),
+        ca: var("PCR_TEST_TLS_MY_CA").into(),
+        other_ca: var("PCR_TEST_TLS_MY_OTHER_CA").into(),
+    }
+}
+
+/// Connects as Envisionware would and asks the session what it negotiated.
+async fn connect_envisionware(
+    server: &TlsServer,
+    host: &str,
+    mode: SslMode,
+    ca: Option<&Path>,
+) -> Result<pc_reserve_poller::db::TlsReport, DbError> {
+    let settings = DbSettings {
+        host: host.into(),
+        port: server.port,
+        database: "mysql".into(),
+        user: "pcr".into(),
+        password: SecretString::from("pcr-tls".to_string()),
+        ssl_mode: mode,
+        ssl_root_cert: ca.map(Path::to_path_buf),
+    };
+    let pool = connect_mysql(&settings, Duration::from_secs(10), &RetryPolicy::none()).await?;
+    let report = pc_reserve_poller::db::mysql_tls(&pool, mode, Duration::from_secs(10)).await;
+    pool.close().await;
+    Ok(report)
+}
+
+/// Envisionware against a MariaDB of the tests' own with a throwaway CA: `verify-full`
+/// with the CA bundle (`ENVISIONWARE_DB_SSLROOTCERT`) accepts the names in the certificate
+/// and refuses another address of the same server, an untrusted CA and the system roots;
+/// the weaker modes connect and say what they got.
+#[tokio::test]
+async fn envisionware_verify_full_works_with_a_ca_bundle_and_refuses_the_rest() {
+    let s = tls_mariadb();
+    let as_result =
+        |r: Result<pc_reserve_poller::db::TlsReport, DbError>| r.map(|t| t.encrypted == Some(true));
+    for host in ["localhost", "127.0.0.1"] {
+        let report = connect_envisionware(&s, host, SslMode::VerifyFull, Some(&s.ca)).await.unwrap();
+        let version = report.version.clone().expect("MariaDB names the TLS version");
+        assert_eq!(report.describe(), format!("{version}, certificate and host name verified (verify-full)"));
+        assert!(report.verified(), "{host}");
+    }
+    let got = connect_envisionware(&s, "127.0.0.2", SslMode::VerifyFull, Some(&s.ca)).await;
+    assert_refused(as_result(got), Refusal::WrongName, "Envisionware verify-full, 127.0.0.2");
+    let got = connect_envisionware(&s, "localhost", SslMode::VerifyFull, Some(&s.other_ca)).await;
+    assert_refused(as_result(got), Refusal::UntrustedCa, "Envisionware verify-full, another CA");
+    let got = connect_envisionware(&s, "localhost", SslMode::VerifyFull, None).await;
+    assert_refused(as_result(got), Refusal::UntrustedCa, "Envisionware verify-full, system roots");
+    let got = connect_envisionware(&s, "localhost", SslMode::VerifyCa, Some(&s.other_ca)).await;
+    assert_refused(as_result(got), Refusal::UntrustedCa, "Envisionware verify-ca, another CA");
+    let report = connect_envisionware(&s, "localhost", SslMode::VerifyCa, Some(&s.ca)).await.unwrap();
+    assert!(report.describe().ends_with(", certificate verified, host name not (verify-ca)"), "{report:?}");
+
+    for mode in [SslMode::Require, SslMode::Prefer] {
+        let report = connect_envisionware(&s, "127.0.0.2", mode, Some(&s.other_ca)).await.unwrap();
+        assert_eq!(report.encrypted, Some(true), "{mode:?}");
+        assert!(report.describe().ends_with(&format!(", not verified ({})", mode.name())), "{report:?}");
+        assert!(!report.verified());
+    }
+    let report = connect_envisionware(&s, "127.0.0.1", SslMode::Disable, None).await.unwrap();
+    assert_eq!(report.describe(), "off (disable)");
+}
