@@ -947,6 +947,8 @@ mod tests {
             ("PCR_DATE_TIME", "yesterday"),
             ("PCR_KEY", "x"),
             ("PC_RESERVE_SCHEMA_URL", "ftp://x"),
+            // Plain http only to a loopback address (the local stack).
+            ("PC_RESERVE_SCHEMA_URL", "http://platform.example.org/api/v0.1/current-schemas/PcReserve"),
             ("PSEUDONYM_KERNEL", "fastest"),
         ] {
             let err = settings_with(&[(name, Some(value))]).unwrap_err();
