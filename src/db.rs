@@ -244,10 +244,12 @@ pub async fn pg_tls(pool: &PgPool, mode: SslMode, timeout: Duration) -> TlsRepor
         return TlsReport { mode, encrypted: Some(ssl), version: version.filter(|v| !v.is_empty()) };
     }
     // Redshift: https://docs.aws.amazon.com/redshift/latest/dg/r_STL_CONNECTION_LOG.html
+    // (a user sees its own sessions' rows; the newest row of this backend's pid is this
+    // session's, as a pid is reused only by a later session).
     let log = with_timeout(
         timeout,
         sqlx::query_as::<_, (Option<String>,)>(
-            "SELECT TRIM(sslversion) FROM stl_connection_log WHERE pid = pg_backend_pid() AND event = 'initiating session' ORDER BY recordtime DESC LIMIT 1",
+            "SELECT TRIM(sslversion) FROM stl_connection_log WHERE pid = pg_backend_pid() ORDER BY recordtime DESC LIMIT 1",
         )
         .persistent(false)
         .fetch_optional(pool),

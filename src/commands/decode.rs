@@ -176,3 +176,37 @@ async fn from_stream(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_one_byte_over_the_base64_of_the_largest_datum_is_refused() {
+        assert_eq!(LINE_MAX_BYTES, 1_398_106, "4 * ceil(1048576 / 3) + 2");
+        let dir = std::env::temp_dir().join(format!("pcr-decode-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("datums.b64");
+        // At the cap the line is read (and found not to be base64: `!` is not a digit).
+        std::fs::write(&path, format!("{}!\n", "A".repeat(LINE_MAX_BYTES - 2))).unwrap();
+        let mut seen = 0;
+        let err = from_file(&path, &mut |_, _| {
+            seen += 1;
+            Ok(true)
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("line 1: not base64"), "{err}");
+        assert_eq!(seen, 0);
+        // One byte over: refused before it is decoded.
+        std::fs::write(&path, format!("{}!\n", "A".repeat(LINE_MAX_BYTES - 1))).unwrap();
+        let err = from_file(&path, &mut |_, _| Ok(true)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "decode: {} line 1: longer than 1398106 bytes, the base64 of a 1048576-byte datum",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
