@@ -137,7 +137,8 @@ async fn check_runs_the_statements_of_a_run_and_shows_a_type_schema_or_permissio
         ("Redshift", format!("connected; the {table} lookup runs, its columns decode")),
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(&format!("✓ {name}")) && l.ends_with(&text)),
+            stdout.lines().any(|l| l.starts_with(&format!("✓ {name}"))
+                && l.ends_with(&format!("{text}; TLS: off (disable)"))),
             "{name}: {stdout}"
         );
     }
