@@ -237,6 +237,8 @@ pub async fn pg_tls(pool: &PgPool, mode: SslMode, timeout: Duration) -> TlsRepor
         sqlx::query_as::<_, (bool, Option<String>)>(
             "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
         )
+        // Unnamed, as every Redshift statement (see `pg_options`).
+        .persistent(false)
         .fetch_optional(pool),
     )
     .await;
