@@ -189,7 +189,7 @@ fn a_command_line_clap_refuses_fails_with_one_error_line() {
 }
 
 #[tokio::test]
-async fn an_unreachable_database_fails_run_and_cursor_tools_with_one_error_line() {
+async fn an_unreachable_database_fails_run_and_dry_run_with_one_error_line() {
     let env = TestEnv::new().await;
     for format in [Format::Text, Format::Json] {
         let vars = stack_vars(
