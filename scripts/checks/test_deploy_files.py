@@ -203,5 +203,21 @@ class ConfigFiles(unittest.TestCase):
                 kms_envelope(what, text)
 
 
+class ImageDefaults(unittest.TestCase):
+    """The image's last stage keeps the Python image's working directory (/src), so a task
+    definition naming it keeps working, and emits the EMF run metrics by default."""
+
+    def test_the_final_stage_runs_from_src_with_emf_metrics(self) -> None:
+        text = (REPO / "Dockerfile").read_text()
+        final = text[text.rindex("\nFROM ") :]
+        instructions = [line for line in final.splitlines() if line and not line.startswith("#")]
+        self.assertIn("WORKDIR /src", instructions)
+        self.assertIn("COPY --from=build /out/pc-reserve-poller /src/pc-reserve-poller", instructions)
+        self.assertIn("COPY config/devel.yaml config/qa.yaml config/production.yaml /src/config/", instructions)
+        self.assertIn('ENTRYPOINT ["/src/pc-reserve-poller"]', instructions)
+        self.assertEqual(instructions[-1], 'CMD ["run", "--metrics", "emf"]')
+        self.assertFalse([line for line in instructions if line.startswith("ENV ")], "ENVIRONMENT alone selects")
+
+
 if __name__ == "__main__":
     sys.exit(0 if unittest.main(exit=False, verbosity=1).result.wasSuccessful() else 1)
