@@ -68,7 +68,8 @@ pub fn report_outcome(err: &AppError) {
     init_fallback();
     let code = err.exit_code();
     let stage = err.stage();
-    let text = err.to_string();
+    // One line, even when a dependency's message spans several.
+    let text = err.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
     // Most messages start with their stage already (`configuration: ...`); the others
     // (`another runner holds the lease ...`, `stopped ...`) get it in front.
     let message = if text.starts_with(&format!("{stage}: ")) { text } else { format!("{stage}: {text}") };
