@@ -48,11 +48,16 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let l = l.trim_start();
         l.starts_with("tip:") || l.starts_with("Usage:") || l.starts_with("For more information")
     };
-    let hint_start = rendered.lines().position(is_hint).unwrap_or(usize::MAX);
+    // A command given without its subcommand: clap renders the command's help, all hint.
+    let help_only = e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+    let hint_start = if help_only { 0 } else { rendered.lines().position(is_hint).unwrap_or(usize::MAX) };
     let cause: Vec<&str> =
         rendered.lines().take(hint_start).map(str::trim).filter(|l| !l.is_empty()).collect();
     let cause = cause.join(" ");
-    let cause = cause.strip_prefix("error: ").unwrap_or(&cause).to_string();
+    let cause = match cause.strip_prefix("error: ").unwrap_or(&cause) {
+        "" => "a subcommand is required (see --help)".to_string(),
+        cause => cause.to_string(),
+    };
     logging::init_fallback();
     if !logging::json_logs() {
         let hints: Vec<&str> = rendered.lines().skip(hint_start).collect();

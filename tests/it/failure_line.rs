@@ -182,6 +182,10 @@ fn a_command_line_clap_refuses_fails_with_one_error_line() {
             "the following required arguments were not provided: <",
         );
     }
+    // A command without its subcommand: clap's help, then the one ERROR line.
+    let out = output_within(&mut poller(&["cursor"], &[]), RUN_LIMIT);
+    assert_last_line(&out, Format::Text, "ERROR", "usage", 2, "usage: a subcommand is required (see --help)");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: pc-reserve-poller cursor"));
     // --help is not a failure: exit 0, nothing at ERROR.
     let out = output_within(&mut poller(&["--help"], &[]), RUN_LIMIT);
     assert_eq!(out.status.code(), Some(0));
