@@ -376,3 +376,57 @@ async fn run_every_retries_a_failed_run_and_stops_on_exit_2_and_4() {
     assert_eq!(env.cursor_object().await.as_deref(), Some(other));
     env.cleanup().await;
 }
+
+/// The ECS container credentials endpoint on loopback: answers every request with the
+/// credentials moto takes, counting the requests.
+async fn container_credentials_endpoint() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = r#"{"AccessKeyId": "testing", "SecretAccessKey": "testing", "Token": "container-token", "Expiration": "2999-01-01T00:00:00Z"}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v2/credentials/task-role"), count)
+}
+
+// Multi-threaded: the endpoint must answer while this thread waits on the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_takes_its_credentials_from_the_ecs_task_role_endpoint() {
+    // The SDK is built without its default features (Cargo.toml); the ECS task role is how
+    // the scheduled task gets credentials, so a run must still find them there.
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(3)).await;
+    let (uri, served) = container_credentials_endpoint().await;
+    let home = std::env::temp_dir().join(format!("pcr-it-ecs-{}", env.name));
+    std::fs::create_dir_all(&home).unwrap();
+    let empty = home.join("empty-aws-file");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = poller(&env, &[]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri);
+    let out = output_within(&mut cmd, RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(served.load(Ordering::SeqCst) >= 1, "the container credentials endpoint was asked");
+    assert_eq!(env.sent().await.len(), 3);
+    let _ = std::fs::remove_dir_all(&home);
+    env.cleanup().await;
+}
