@@ -113,8 +113,13 @@ async fn every_dependency_is_tried_retry_attempts_times() {
     assert_eq!(gets.len(), 3, "S3 GetObject tried RETRY_ATTEMPTS (3) times: {gets:?}");
     fault(&env, json!({"service": "s3", "scope": format!("^{}$", env.bucket)})).await;
 
-    // Envisionware (MariaDB) and Sierra (PostgreSQL): a server that closes every connection.
-    for (variable, name) in [("ENVISIONWARE_DB_PORT", "Envisionware"), ("SIERRA_DB_PORT", "Sierra")] {
+    // Envisionware (MariaDB), Sierra and Redshift (PostgreSQL): a server that closes every
+    // connection.
+    for (variable, name) in [
+        ("ENVISIONWARE_DB_PORT", "Envisionware"),
+        ("SIERRA_DB_PORT", "Sierra"),
+        ("REDSHIFT_DB_PORT", "Redshift"),
+    ] {
         let (port, accepted) = closing_port().await;
         let port = port.to_string();
         let out = output_within(
