@@ -4,8 +4,10 @@
 mod bad_input;
 mod binary;
 mod bounds;
+mod claims;
 mod closure;
 mod databases;
+mod failure_line;
 mod guarantees;
 mod least_privilege;
 mod precedence;
