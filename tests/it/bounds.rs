@@ -59,7 +59,7 @@ async fn a_lease_object_one_byte_over_4096_is_refused_naming_it_and_nothing_is_w
     let text = err.to_string();
     assert!(
         text.contains(&format!(
-            "lease s3://{}/{lease_key}: the object is 4097 bytes, more than the 4096 bytes it may hold; it was not read",
+            "lease: s3://{}/{lease_key}: the object is 4097 bytes, more than the 4096 bytes it may hold; it was not read",
             env.bucket
         )),
         "{text}"
@@ -176,7 +176,9 @@ async fn a_secret_given_with_set_draws_a_warning_and_a_lease_owner_cannot_forge_
 
     // A lease held by an owner whose name carries a newline and a forged log line.
     let forged = "2026-12-01T00:00:00.000000Z  INFO run finished summary=batches=0";
-    let owner = format!("vm/1/x\n{forged}");
+    // A line feed (the failure line joins a message's lines), then a carriage return and a
+    // terminal escape that would wipe what came before on a screen (escaped by the writer).
+    let owner = format!("vm/1/x\n{forged}\r\u{1b}[2Kcleared");
     let lease = serde_json::json!({"owner": owner, "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"});
     s3_client(&env.sdk)
         .put_object()
@@ -191,8 +193,12 @@ async fn a_secret_given_with_set_draws_a_warning_and_a_lease_owner_cannot_forge_
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(!stderr.lines().any(|l| l.starts_with(forged)), "a forged line: {stderr}");
     let last = stderr.lines().last().unwrap();
-    assert!(last.starts_with("pc-reserve-poller: error: another runner holds the lease"), "{last}");
-    assert!(last.contains(&format!("owner vm/1/x\\n{forged}")), "escaped in place: {last}");
+    assert!(last.contains(" WARN lease: another runner holds the lease s3://"), "{last}");
+    // Escaped as `\r\x1b` by tracing-subscriber's own formatter, or as `\r\u{1b}` by the
+    // writer (src/logging.rs) for what reaches it unescaped.
+    assert!(last.contains(&format!("(owner vm/1/x {forged}\\r\\")), "kept on its line, escaped: {last}");
+    assert!(last.contains("[2Kcleared, until 2999-01-01T00:00:00Z)"), "{last}");
+    assert!(!stderr.contains('\r') && !stderr.contains('\u{1b}'), "{stderr:?}");
     std::fs::remove_dir_all(&dir).unwrap();
     env.cleanup().await;
 }
