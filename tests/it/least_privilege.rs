@@ -228,17 +228,6 @@ async fn without_each_statement(policy: &str) {
             ],
         ),
         (
-            "ReadAndWriteTheCursor",
-            vec![
-                (vec!["cursor", "show"], 1, "s3:GetObject"),
-                (
-                    vec!["cursor", "set", "--date-time", "2023-01-02 00:00:00", "--key", "0", "--yes"],
-                    1,
-                    "the role or user running the poller needs s3:PutObject on arn:aws:s3:::",
-                ),
-            ],
-        ),
-        (
             "ReadAndWriteTheCursors",
             vec![
                 (vec!["cursor", "show"], 1, "s3:GetObject"),
