@@ -5,6 +5,8 @@
 #   hadolint Dockerfile                                   (.hadolint.yaml: failure threshold)
 #   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 #   scripts/checks/test_deploy_files.py                          (names, tags, trigger, role, config values)
+#   scripts/checks/cfn_policy.py --check      (the stack's policy is deploy/iam-policy.json's)
+#   cfn-lint deploy/pc-reserve-poller-stack.yaml
 #
 #   scripts/checks/lint-deploy.sh
 set -euo pipefail
@@ -31,3 +33,7 @@ echo "lint-deploy: check-jsonschema (GitHub workflow schema) .github/workflows/*
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
 echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/checks/test_deploy_files.py)" >&2
 "$VENV/bin/python" scripts/checks/test_deploy_files.py
+echo "lint-deploy: the stack's task policy carries deploy/iam-policy.json's statements (scripts/checks/cfn_policy.py --check)" >&2
+"$VENV/bin/python" scripts/checks/cfn_policy.py --check
+echo "lint-deploy: cfn-lint $("$VENV/bin/cfn-lint" --version | awk '{print $NF}') deploy/pc-reserve-poller-stack.yaml" >&2
+"$VENV/bin/cfn-lint" deploy/pc-reserve-poller-stack.yaml
