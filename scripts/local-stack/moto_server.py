@@ -57,6 +57,19 @@
    (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/FilterAndPatternSyntax.html);
    anything else is refused with 400 InvalidParameterException rather than guessed.
 
+6. ECS `RunTask` of a task definition whose containers name no memory of their own. On
+   Fargate the task-level `memory` is enough and the container-level `memory` and
+   `memoryReservation` are optional
+   (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_memory);
+   moto adds `None` to its resource count and answers 500. A container without either now
+   counts 0, as one that names neither on Fargate takes its share of the task's.
+
+7. ECR image digests. ECR names an image by the SHA-256 of its manifest as pushed
+   (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-retag.html: the digest
+   of `put-image` with the manifest of `batch-get-image` is the original's); moto hashes
+   the layers' digests (a manifest without layers gets a random one), so two images could
+   share a digest. The digest is the manifest's hash here.
+
 Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`), plus `--exit-with-parent`: stop
 when the process that started this one exits (tests start a server of their own with it).
 """
@@ -83,6 +96,36 @@ def _max_sequence_number(self) -> int:
 
 models.Shard.get_min_sequence_number = _min_sequence_number
 models.Shard.get_max_sequence_number = _max_sequence_number
+
+from types import SimpleNamespace  # noqa: E402
+
+from moto.ecs import models as ecs_models  # noqa: E402
+
+_MEMORY_KEYS = ("memory", "memoryReservation", "Memory", "MemoryReservation")
+_task_resources = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+def _task_resource_requirements(task_definition):
+    containers = [
+        c if any(c.get(k) is not None for k in _MEMORY_KEYS) else {**c, "memory": 0}
+        for c in task_definition.container_definitions
+    ]
+    return _task_resources(SimpleNamespace(container_definitions=containers))
+
+
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_resource_requirements)
+
+import hashlib  # noqa: E402
+
+from moto.ecr import models as ecr_models  # noqa: E402
+
+
+def _ecr_image_digest(self) -> None:
+    manifest = self.image_manifest if isinstance(self.image_manifest, bytes) else self.image_manifest.encode("utf-8")
+    self._image_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+ecr_models.Image._create_digest = _ecr_image_digest
 
 from moto import settings  # noqa: E402  (after the patch, as the server imports models)
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
