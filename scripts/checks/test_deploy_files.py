@@ -36,7 +36,9 @@ class DeployWorkflows(unittest.TestCase):
         self.assertEqual(wf["env"]["ECS_SERVICE"], f"pc-reserve-poller-app-{env}")
         job = wf["jobs"]["deploy"]
         self.assertEqual(job["if"], f"startsWith(github.event.release.tag_name, '{env}')")
-        self.assertNotIn("environment", job, "a GitHub environment changes the OIDC subject claim")
+        # The OIDC subject is repo:<owner>/<repo>:environment:<env>, what the role trusts
+        # (docs/switch-over.md); production's environment has required reviewers.
+        self.assertEqual(job.get("environment"), env)
         steps = job["steps"]
         creds = next(s for s in steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials"))
         self.assertTrue(creds["with"]["role-to-assume"].endswith(":role/GithubActionsDeployerRole"))
@@ -52,6 +54,28 @@ class DeployWorkflows(unittest.TestCase):
 
     def test_production(self) -> None:
         self.check("production")
+
+
+class BuildImageWorkflow(unittest.TestCase):
+    """build-image.yml pushes one commit's image under its SHA and moves nothing else."""
+
+    def test_builds_a_ref_on_demand_and_pushes_only_the_sha(self) -> None:
+        wf = load(REPO / ".github" / "workflows" / "build-image.yml")
+        self.assertEqual(list(wf["on"]), ["workflow_dispatch"])
+        self.assertIn("ref", wf["on"]["workflow_dispatch"]["inputs"])
+        self.assertEqual(wf["permissions"], {"contents": "read"})
+        self.assertEqual(wf["env"]["ECR_REPOSITORY"], "pc-reserve-poller")
+        job = wf["jobs"]["build"]
+        self.assertEqual(job["permissions"]["id-token"], "write")
+        self.assertEqual(job.get("environment"), "qa")
+        checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
+        self.assertEqual(checkout["with"]["ref"], "${{ inputs.ref }}")
+        self.assertIs(checkout["with"]["persist-credentials"], False)
+        script = "\n".join(s.get("run", "") for s in job["steps"])
+        self.assertIn('docker image push "$REGISTRY/$ECR_REPOSITORY:$SHA"', script)
+        self.assertNotIn("latest", script)
+        self.assertNotIn("--all-tags", script)
+        self.assertNotIn("update-service", script)
 
 
 class ConfigTemplates(unittest.TestCase):

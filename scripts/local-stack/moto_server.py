@@ -62,7 +62,12 @@
    `memoryReservation` are optional
    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_memory);
    moto adds `None` to its resource count and answers 500. A container without either now
-   counts 0, as one that names neither on Fargate takes its share of the task's.
+   counts 0, as one that names neither on Fargate takes its share of the task's. And the
+   task's network interface (awsvpc) has a private DNS name
+   (`ip-<address>.<region>.compute.internal`, `ec2.internal` in us-east-1) whether or not
+   the VPC enables DNS hostnames, as EC2 reports one for every interface
+   (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-dns.html#vpc-dns-hostnames);
+   moto has none unless the VPC enables them, and its RunTask then answers 500.
 
 7. ECR image digests. ECR names an image by the SHA-256 of its manifest as pushed
    (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-retag.html: the digest
@@ -114,6 +119,20 @@ def _task_resource_requirements(task_definition):
 
 
 ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_resource_requirements)
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
+from moto.ec2.utils import generate_dns_from_ip  # noqa: E402
+
+
+def _eni_dns_name(self) -> str:
+    return self.__dict__.get("_pcr_private_dns_name") or generate_dns_from_ip(self.private_ip_address)
+
+
+def _set_eni_dns_name(self, value: str) -> None:
+    self.__dict__["_pcr_private_dns_name"] = value
+
+
+NetworkInterface.private_dns_name = property(_eni_dns_name, _set_eni_dns_name)
 
 import hashlib  # noqa: E402
 
