@@ -2,14 +2,14 @@
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
 # lints the Dockerfile, the GitHub workflows and the CloudFormation stack (scripts/checks/lint-deploy.sh),
-# runs the switch-over runbook's aws commands against moto (scripts/checks/test_switch_over.py), checks the supply
-# chain (cargo deny) and that every declared dependency is used (cargo machete), checks
+# checks the supply chain (cargo deny) and that every declared dependency is used (cargo machete), checks
 # that every test the guarantee table of docs/testing.md names exists, runs the unit and integration tests of every workspace member (the TLS tests start
 # their own PostgreSQL with TLS, scripts/local-stack/tls-postgres.sh), checks that the image's build
 # stage builds from what the Dockerfile copies (scripts/checks/check-image-context.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
-# independent oracle (scripts/demo/verify_demo.py), the README's examples against that demo
-# and docs/switch-over.md (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
+# independent oracle (scripts/demo/verify_demo.py), the switch-over runbook's aws commands and
+# the alarm stack against a moto of their own (scripts/checks/test_switch_over.py), the examples
+# of the README and docs/switch-over.md against that demo (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -44,9 +44,6 @@ scripts/checks/cargo-deny.sh
 step "cargo machete: no unused dependencies"
 scripts/checks/cargo-machete.sh
 
-step "the switch-over runbook's aws commands and the alarm stack, against moto (scripts/checks/test_switch_over.py)"
-timeout 600 .venv/bin/python scripts/checks/test_switch_over.py
-
 step "docs/testing.md: every test the guarantee table names exists"
 python3 scripts/checks/check_test_table.py
 
@@ -64,6 +61,9 @@ timeout 900 scripts/fault-suite.sh --quick
 
 step "end-to-end demo run, checked by the independent oracle"
 PCR_DEMO_QUIET=1 timeout 900 scripts/demo.sh 3000
+
+step "the switch-over runbook's aws commands and the alarm stack against moto; the stack's ERROR filters against the demo build's failures (scripts/checks/test_switch_over.py)"
+timeout 600 .venv/bin/python scripts/checks/test_switch_over.py
 
 step "the README's and docs/switch-over.md's examples, run against the demo (tests/readme.rs)"
 PCR_README_TESTS=1 timeout 900 cargo test --locked --test readme

@@ -346,6 +346,45 @@ class SwitchOver(unittest.TestCase):
         for required in ("variables", "trust", "stack", "rule", "read", "clean", "one-off", "record", "back", "stopped", "lease"):
             self.assertIn(required, steps)
 
+    def test_the_error_filters_count_each_failed_run_of_the_binary_once_in_text_and_json(self) -> None:
+        """The stack's two metric filters against what the poller really prints when a run
+        fails (exit 1), its configuration is wrong (exit 2) and `check` fails (exit 7), in
+        each LOG_FORMAT: exactly one line counts, the log's last, and only through the filter of
+        its format. Needs the demo's build (`.local/bin/pc-reserve-poller`, or PCR_BIN) and
+        the local stack (config/local.yaml)."""
+        binary = Path(os.environ.get("PCR_BIN") or REPO / ".local" / "bin" / "pc-reserve-poller")
+        if not binary.exists() or not (REPO / "config" / "local.yaml").exists():
+            self.skipTest(f"no {binary} or config/local.yaml: run scripts/demo.sh first")
+        template = yaml_parse(TEMPLATE.read_text())
+        patterns = {
+            fmt: template["Resources"][name]["Properties"]["FilterPattern"]
+            for fmt, name in (("text", "ErrorLineTextFilter"), ("json", "ErrorLineJsonFilter"))
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PCR_")) and k not in (
+            "ENVIRONMENT", "LOG_LEVEL", "LOG_FORMAT", "IGNORE_CACHE", "IGNORE_KINESIS", "MAX_BATCHES")}
+        env["ENVIRONMENT"] = "local"
+        cases = [
+            (["--set", "ENVISIONWARE_DB_PORT=1", "--set", "RETRY_ATTEMPTS=1", "run", "--dry-run", "--ignore-cache", "--output", "-"], 1),
+            (["--set", "KINESIS_BATCH_SIZE=0", "run"], 2),
+            (["--set", "ENVISIONWARE_DB_PORT=1", "check"], 7),
+        ]
+        logs = self.client("logs")
+        for fmt in ("text", "json"):
+            for args, code in cases:
+                with self.subTest(format=fmt, args=args):
+                    result = subprocess.run([str(binary), "--set", f"LOG_FORMAT={fmt}", *args], cwd=REPO, env=env,
+                                            capture_output=True, text=True, timeout=120)
+                    self.assertEqual(result.returncode, code, result.stderr)
+                    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+                    counted = {
+                        f: [m["eventMessage"] for m in logs.test_metric_filter(filterPattern=p, logEventMessages=lines)["matches"]]
+                        for f, p in patterns.items()
+                    }
+                    other = "json" if fmt == "text" else "text"
+                    self.assertEqual(counted[other], [], f"the {other} filter counts a {fmt} line")
+                    self.assertEqual(len(counted[fmt]), 1, f"one line of a failed run counts, not {counted[fmt]}:\n{result.stderr}")
+                    self.assertEqual(counted[fmt][0], result.stderr.rstrip("\n").splitlines()[-1], "the last line of the log counts")
+
     # --- what happens outside the runbook ---------------------------------------------------
 
     def push_the_commit_image(self) -> None:
