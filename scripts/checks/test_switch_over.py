@@ -81,14 +81,13 @@ PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")
 SKIPPED_BY_MOTO = {"AWS::SNS::TopicPolicy", "AWS::SNS::Subscription", "AWS::Logs::MetricFilter", "AWS::CloudWatch::Alarm"}
 
 # A failed run's last line in each LOG_FORMAT, and lines that must not count as failures.
-ERROR_TEXT = (
-    "2026-12-08T01:02:03.456789Z ERROR run failed stage=Envisionware exit_code=1 "
-    "error=Envisionware: cannot connect: error communicating with database: Connection refused (os error 111)"
+CAUSE = (
+    "Envisionware: cannot connect: error communicating with database: Connection refused (os error 111) "
+    "(check ENVISIONWARE_DB_HOST, _PORT, _USER, _PASSWORD and that the database accepts connections)"
 )
+ERROR_TEXT = f"2026-12-08T01:02:03.456789Z ERROR {CAUSE} stage=Envisionware exit_code=1"
 ERROR_JSON = json.dumps(
-    {"timestamp": "2026-12-08T01:02:03.456789Z", "level": "ERROR", "message": "run failed",
-     "stage": "Envisionware", "exit_code": 1,
-     "error": "Envisionware: cannot connect: error communicating with database: Connection refused (os error 111)"},
+    {"timestamp": "2026-12-08T01:02:03.456789Z", "level": "ERROR", "message": CAUSE, "stage": "Envisionware", "exit_code": 1},
     separators=(",", ":"),
 )
 NOT_FAILURES = [
