@@ -10,7 +10,11 @@
 # scripts/checks/check-image-context.sh lays out what the COPY lines below take from the build
 # context (after .dockerignore) and builds it with cargo, without a container engine.
 
-FROM rust:1-slim-bookworm AS build
+# Base images are pinned by digest (the multi-arch index), the tag in the comment; a rebuild
+# takes exactly these bytes until the digest is changed here on purpose (README "Deployment
+# files" says how to refresh them).
+# rust:1-slim-bookworm
+FROM rust:1-slim-bookworm@sha256:94e9efa4033213dbb70d4f665527e7ece3944ddb7ba1dd2e43f6fd6e2490af58 AS build
 WORKDIR /src
 # Everything cargo reads: the workspace manifest and lock file, both members' sources
 # (the root package and crates/bcrypt-lanes) and the bench the manifest declares.
@@ -34,7 +38,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # distroless/cc: glibc and libgcc for the Rust binary, /etc/ssl/certs/ca-certificates.crt
 # (Debian's ca-certificates) with SSL_CERT_FILE pointing at it, which is the root store
 # the database TLS (verify-full) and the AWS SDK read; user 65532 "nonroot".
-FROM gcr.io/distroless/cc-debian12:nonroot
+# gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 # /src is the Python service's working directory: a task definition that names it (its
 # `workingDirectory`) keeps working. ENVIRONMENT=<name> alone selects config/<name>.yaml,
 # read relative to it as the original did. config/local.yaml is never part of the image

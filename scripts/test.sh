@@ -35,7 +35,7 @@ if [ "${PCR_SKIP_LINT:-0}" != 1 ]; then
   timeout 1200 cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
-step "deployment files: hadolint Dockerfile, GitHub workflow schema, cfn-lint and the stack's policy (scripts/checks/lint-deploy.sh)"
+step "deployment files: hadolint Dockerfile, GitHub workflow schema, zizmor, cfn-lint and the stack's policy (scripts/checks/lint-deploy.sh)"
 timeout 600 scripts/checks/lint-deploy.sh
 
 step "cargo deny: licences, bans, sources (offline)"

@@ -4,6 +4,7 @@
 #
 #   hadolint Dockerfile                                   (.hadolint.yaml: failure threshold)
 #   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+#   zizmor --offline .github/workflows/                   (pinned actions, permissions, injection)
 #   scripts/checks/test_deploy_files.py                          (names, tags, trigger, role, config values)
 #   scripts/checks/cfn_policy.py --check      (the stack's policy is deploy/iam-policy.json's)
 #   cfn-lint deploy/pc-reserve-poller-stack.yaml
@@ -31,6 +32,10 @@ echo "lint-deploy: hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'
 "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
 echo "lint-deploy: check-jsonschema (GitHub workflow schema) .github/workflows/*.yml" >&2
 "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+# Offline: no GitHub API calls (so no token); the audits that need them are skipped. A
+# finding accepted on purpose is annotated in the workflow (`# zizmor: ignore[rule]`, with a reason).
+echo "lint-deploy: zizmor $("$VENV/bin/zizmor" --version | awk '{print $NF}') --offline .github/workflows/" >&2
+"$VENV/bin/zizmor" --offline --quiet .github/workflows/
 echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/checks/test_deploy_files.py)" >&2
 "$VENV/bin/python" scripts/checks/test_deploy_files.py
 echo "lint-deploy: the stack's task policy carries deploy/iam-policy.json's statements (scripts/checks/cfn_policy.py --check)" >&2

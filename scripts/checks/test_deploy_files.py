@@ -31,7 +31,7 @@ class DeployWorkflows(unittest.TestCase):
     def check(self, env: str) -> None:
         wf = load(REPO / ".github" / "workflows" / f"deploy-{env}.yml")
         self.assertEqual(wf["on"], {"release": {"types": ["released"]}})
-        self.assertEqual(wf["permissions"]["id-token"], "write")
+        self.assertEqual(wf["permissions"], {"contents": "read"})
         self.assertEqual(wf["env"]["AWS_REGION"], "us-east-1")
         self.assertEqual(wf["env"]["ECR_REPOSITORY"], "pc-reserve-poller")
         self.assertEqual(wf["env"]["IMAGE_TAG"], f"{env}-latest")
@@ -39,9 +39,9 @@ class DeployWorkflows(unittest.TestCase):
         self.assertEqual(wf["env"]["ECS_SERVICE"], f"pc-reserve-poller-app-{env}")
         job = wf["jobs"]["deploy"]
         self.assertEqual(job["if"], f"startsWith(github.event.release.tag_name, '{env}')")
-        # The OIDC subject is repo:<owner>/<repo>:environment:<env>, what the role trusts
-        # (docs/switch-over.md); production's environment has required reviewers.
-        self.assertEqual(job.get("environment"), env)
+        self.assertEqual(job["environment"], env, "the deploy runs in the GitHub environment of its name")
+        self.assertNotIn("id-token", wf["permissions"], "only the deploy job holds id-token: write")
+        self.assertEqual(job["permissions"]["id-token"], "write")
         steps = job["steps"]
         creds = next(s for s in steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials"))
         self.assertTrue(creds["with"]["role-to-assume"].endswith(":role/GithubActionsDeployerRole"))
@@ -79,6 +79,32 @@ class BuildImageWorkflow(unittest.TestCase):
         self.assertNotIn("latest", script)
         self.assertNotIn("--all-tags", script)
         self.assertNotIn("update-service", script)
+
+
+class PinnedActions(unittest.TestCase):
+    """Every workflow pins each action by a full commit SHA with its tag in a comment,
+    has a top-level `permissions:` block and checks out without persisting credentials."""
+
+    PINNED = re.compile(r"^\s*-?\s*uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # \S+$")
+
+    def test_every_workflow(self) -> None:
+        workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+        self.assertTrue(workflows)
+        for path in workflows:
+            text = path.read_text()
+            for line in text.splitlines():
+                if "uses:" in line and not line.lstrip().startswith("#"):
+                    self.assertRegex(line, self.PINNED, f"{path.name}: {line.strip()}")
+            wf = load(path)
+            self.assertIn("permissions", wf, f"{path.name}: no top-level permissions block")
+            for name, job in wf["jobs"].items():
+                for step in job.get("steps", []):
+                    if step.get("uses", "").startswith("actions/checkout@"):
+                        self.assertIs(
+                            (step.get("with") or {}).get("persist-credentials"),
+                            False,
+                            f"{path.name}: job {name} checks out with persisted credentials",
+                        )
 
 
 ORIGINAL = REPO / "tests" / "fixtures" / "original-config"

@@ -40,7 +40,25 @@
    (https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html): the wrapper
    answers like them.
 
-5. EventBridge `TestEventPattern` and CloudWatch Logs `TestMetricFilter`, which moto does
+5. Faults and a request log, on request (for the tests that count attempts or need a
+   request in flight). `POST /_pcr/faults` with JSON `{"service": "kinesis", "scope":
+   "<stream name or ARN regex>", "operation": "PutRecords", "status": 500, "count": 3,
+   "delay_ms": 0}` answers the next `count` matching calls with that status and the body
+   the real service sends for it (Kinesis: 500 `InternalFailure`, 503
+   `ServiceUnavailable`, as JSON `{"__type": ..., "message": ...}`,
+   https://docs.aws.amazon.com/kinesis/latest/APIReference/CommonErrors.html) without
+   running them; `delay_ms` holds every matching answer that long (after the call ran, so a
+   read still returns what was there when it arrived). For S3 the rule is `{"service":
+   "s3", "scope": "<bucket regex>", "key": "<key regex>", "operation": "GET"}` (the HTTP
+   method), and the status answers carry S3's XML error. A rule with neither a status nor a
+   delay removes the rule of that service and scope. `GET /_pcr/requests?scope=<name>`
+   lists every S3 object request of that bucket and every Kinesis call of that stream (ARN or
+   name containing it) since the server started: operation, key, status, whether it was
+   conditional (`if_match`, `if_none_match`), and the `start` and `end` times (Unix seconds; `end` is null while it is in flight).
+   Conditional S3 writes (`If-Match`, `If-None-Match`) are serialised, as S3 makes them
+   atomic (moto checks the condition and writes without a lock).
+
+6. EventBridge `TestEventPattern` and CloudWatch Logs `TestMetricFilter`, which moto does
    not implement (the first answers nothing, the second 500), answered as the real services
    do, so the runbook's checks of the alarm stack run here
    (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_TestEventPattern.html,
@@ -57,7 +75,7 @@
    (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/FilterAndPatternSyntax.html);
    anything else is refused with 400 InvalidParameterException rather than guessed.
 
-6. ECS `RunTask` of a task definition whose containers name no memory of their own. On
+7. ECS `RunTask` of a task definition whose containers name no memory of their own. On
    Fargate the task-level `memory` is enough and the container-level `memory` and
    `memoryReservation` are optional
    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_memory);
@@ -69,7 +87,7 @@
    (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-dns.html#vpc-dns-hostnames);
    moto has none unless the VPC enables them, and its RunTask then answers 500.
 
-7. ECR image digests. ECR names an image by the SHA-256 of its manifest as pushed
+8. ECR image digests. ECR names an image by the SHA-256 of its manifest as pushed
    (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-retag.html: the digest
    of `put-image` with the manifest of `batch-get-image` is the original's); moto hashes
    the layers' digests (a manifest without layers gets a random one), so two images could
@@ -79,6 +97,8 @@ Arguments are moto_server's own (`-H 127.0.0.1 -p 5055`), plus `--exit-with-pare
 when the process that started this one exits (tests start a server of their own with it).
 """
 import base64
+import collections
+import io
 import json
 import os
 import random
@@ -353,7 +373,7 @@ def _control(environ, start_response):
     return [json.dumps(answer).encode()]
 
 
-# --- 5. TestEventPattern and TestMetricFilter -----------------------------------------------
+# --- 6. TestEventPattern and TestMetricFilter -----------------------------------------------
 
 _MISSING = object()
 
@@ -576,6 +596,169 @@ def _not_in_moto(environ, start_response, handler):
     return _answer(start_response, status, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(answer).encode())
 
 
+# --- 5. faults and the request log ----------------------------------------------------------
+
+KINESIS_ERRORS = {
+    500: ("InternalFailure", "The request processing has failed because of an unknown error, exception or failure."),
+    503: ("ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+}
+S3_ERRORS = {500: "InternalError", 503: "SlowDown"}
+
+
+class Faults:
+    """Rules: (service, scope regex) -> operation, key regex, status, count, delay, answered."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rules: dict[tuple, dict] = {}
+        self.requests: collections.deque = collections.deque(maxlen=100_000)
+        self.conditional = threading.Lock()
+
+    def set(self, body: dict) -> dict:
+        service = str(body["service"])
+        if service not in ("s3", "kinesis"):
+            raise ValueError("service must be s3 or kinesis")
+        scope = str(body["scope"])
+        status = int(body["status"]) if body.get("status") is not None else None
+        delay_ms = int(body.get("delay_ms") or 0)
+        with self.lock:
+            if status is None and delay_ms <= 0:
+                self.rules.pop((service, scope), None)
+                log(f"faults off for {service} {scope!r}")
+                return {"service": service, "scope": scope, "removed": True}
+            rule = {
+                "service": service,
+                "scope": scope,
+                "operation": body.get("operation"),
+                "key": body.get("key"),
+                "status": status,
+                "count": int(body["count"]) if body.get("count") is not None else None,
+                "delay_ms": delay_ms,
+                "answered": 0,
+            }
+            self.rules[(service, scope)] = rule
+            log(f"faults on: {rule}")
+            return dict(rule)
+
+    def pick(self, service: str, name: str, operation: str, key: str | None) -> tuple[int | None, float]:
+        """(status to answer instead, seconds to hold the answer) for this call."""
+        with self.lock:
+            for rule in self.rules.values():
+                if rule["service"] != service or not re.search(rule["scope"], name):
+                    continue
+                if rule["operation"] and rule["operation"] != operation:
+                    continue
+                if rule["key"] and not (key and re.search(rule["key"], key)):
+                    continue
+                status = None
+                if rule["status"] is not None and (rule["count"] is None or rule["count"] > 0):
+                    status = rule["status"]
+                    if rule["count"] is not None:
+                        rule["count"] -= 1
+                    rule["answered"] += 1
+                return status, rule["delay_ms"] / 1000.0
+        return None, 0.0
+
+    def started(self, entry: dict) -> dict:
+        entry["start"] = time.time()
+        entry["end"] = None
+        entry["status"] = None
+        with self.lock:
+            self.requests.append(entry)
+        return entry
+
+    def list(self, scope: str) -> list:
+        with self.lock:
+            return [dict(e) for e in self.requests if scope and scope in e["name"]]
+
+
+FAULTS = Faults()
+
+
+def _faults_control(environ, start_response):
+    method = environ["REQUEST_METHOD"]
+    try:
+        if method == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            answer = FAULTS.set(json.loads(environ["wsgi.input"].read(size) or b"{}"))
+        else:
+            answer = [dict(r) for r in FAULTS.rules.values()]
+    except (KeyError, ValueError, TypeError) as e:
+        start_response("400 Bad Request", [("Content-Type", "application/json")])
+        return [json.dumps({"error": str(e)}).encode()]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(answer).encode()]
+
+
+def _requests_control(environ, start_response):
+    scope = parse_qs(environ.get("QUERY_STRING", "")).get("scope", [""])[0]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(FAULTS.list(scope)).encode()]
+
+
+def _kinesis_call(environ) -> tuple[str, str] | None:
+    """`(operation, stream)` of a Kinesis call (the body is read and put back)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if not target.startswith("Kinesis_"):
+        return None
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(size) if size else b""
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        body = {}
+    stream = (body.get("StreamARN") or body.get("StreamName") or "") if isinstance(body, dict) else ""
+    return target.split(".", 1)[-1], stream
+
+
+def _with_faults(app, environ, start_response, service, name, operation, key):
+    """Runs the call under the faults of 5 and logs it."""
+    entry = FAULTS.started(
+        {
+            "service": service,
+            "name": name,
+            "operation": operation,
+            "key": key,
+            "if_match": bool(environ.get("HTTP_IF_MATCH")),
+            "if_none_match": bool(environ.get("HTTP_IF_NONE_MATCH")),
+        }
+    )
+    status, delay = FAULTS.pick(service, name, operation, key)
+    try:
+        if status is not None:
+            if service == "kinesis":
+                code, message = KINESIS_ERRORS.get(status, ("InternalFailure", "Injected failure."))
+                body = json.dumps({"__type": code, "message": message}).encode()
+                headers = [("Content-Type", "application/x-amz-json-1.1")]
+            else:
+                code = S3_ERRORS.get(status, "InternalError")
+                body = (
+                    f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                    f"<Message>Injected failure.</Message><RequestId>PCRMOTOFAULT</RequestId></Error>"
+                ).encode()
+                headers = [("Content-Type", "application/xml")]
+            reason = {500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+            if delay:
+                time.sleep(delay)
+            entry["status"] = status
+            return _answer(start_response, f"{status} {reason}", headers, body)
+        conditional = service == "s3" and operation in ("PUT", "DELETE") and (
+            environ.get("HTTP_IF_MATCH") or environ.get("HTTP_IF_NONE_MATCH")
+        )
+        if conditional:
+            with FAULTS.conditional:
+                answer_status, headers, body = _call_app(app, environ)
+        else:
+            answer_status, headers, body = _call_app(app, environ)
+        if delay:
+            time.sleep(delay)
+        entry["status"] = int(answer_status.split()[0])
+        return _answer(start_response, answer_status, headers, body)
+    finally:
+        entry["end"] = time.time()
+
+
 # --- the middleware -------------------------------------------------------------------------
 
 
@@ -630,11 +813,30 @@ _original_call = DomainDispatcherApplication.__call__
 
 
 def _call(self, environ, start_response):
-    if environ.get("PATH_INFO", "").startswith("/_pcr/lost-responses"):
+    path = environ.get("PATH_INFO", "")
+    if path.startswith("/_pcr/lost-responses"):
         return _control(environ, start_response)
     handler = _NOT_IN_MOTO.get(environ.get("HTTP_X_AMZ_TARGET", ""))
     if handler is not None:
         return _not_in_moto(environ, start_response, handler)
+    if path.startswith("/_pcr/faults"):
+        return _faults_control(environ, start_response)
+    if path.startswith("/_pcr/requests"):
+        return _requests_control(environ, start_response)
+    kinesis = _kinesis_call(environ)
+    if kinesis is not None:
+        operation, stream = kinesis
+        inner = lambda e, s: _call_inner(self, e, s)  # noqa: E731
+        return _with_faults(inner, environ, start_response, "kinesis", stream, operation, None)
+    target = _s3_object(environ)
+    if target is not None:
+        bucket, key = target
+        inner = lambda e, s: _call_inner(self, e, s)  # noqa: E731
+        return _with_faults(inner, environ, start_response, "s3", bucket, environ.get("REQUEST_METHOD", ""), key)
+    return _call_inner(self, environ, start_response)
+
+
+def _call_inner(self, environ, start_response):
     target = _s3_object(environ)
     method = environ.get("REQUEST_METHOD", "")
     if target is None and environ.get("HTTP_X_AMZ_TARGET") and _iam_enforced():

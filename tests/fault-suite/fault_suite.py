@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 
@@ -320,6 +321,43 @@ def run_to_completion(binary, env, variables, label, attempts=40):
 # ---------------------------------------------------------------- scenarios
 
 
+def moto_faults(rule):
+    """Sets a fault rule of moto_server.py (its docstring, 5)."""
+    req = urllib.request.Request(
+        f"{pc.moto_endpoint().rstrip('/')}/_pcr/faults",
+        data=json.dumps(rule).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def moto_requests(scope):
+    """moto_server.py's log of the calls to the stream or bucket named `scope`."""
+    url = f"{pc.moto_endpoint().rstrip('/')}/_pcr/requests?scope={urllib.parse.quote(scope)}"
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+def put_records_in_flight(env, at):
+    """The PutRecords calls to env's stream that had started and not been answered at `at`."""
+    return [
+        r
+        for r in moto_requests(env.name)
+        if r["operation"] == "PutRecords" and r["start"] <= at and (r["end"] is None or r["end"] > at)
+    ]
+
+
+def wait_for_put_records_in_flight(env, proc, limit=30.0):
+    """Waits until a PutRecords call of this run is in flight (True), or the run ends."""
+    deadline = time.time() + limit
+    while time.time() < deadline and proc.poll() is None:
+        now = time.time()
+        if any(r["end"] is None for r in put_records_in_flight(env, now)):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def scenario_kill(binary, kills, rows):
     rng = random.Random(f"{SEED}-kill")
     env = Env("kill")
@@ -327,14 +365,24 @@ def scenario_kill(binary, kills, rows):
         env.insert(rows)
         variables = env.variables()
         variables["KINESIS_MAX_RECORDS_PER_SECOND"] = "400"
+        # Each PutRecords is answered 150 ms late, as a loaded stream answers: a request is in
+        # flight most of the time, so random kills land mid-request too. The first kill
+        # waits for one on purpose; every kill's moment is checked against moto's request
+        # log afterwards, and at least one must have landed while a request was in flight
+        # (otherwise the duplicate bound below would not be exercised).
+        moto_faults({"service": "kinesis", "scope": env.name, "operation": "PutRecords", "delay_ms": 150})
         pseudonyms = env.expected()
         done, refused, per_crash, prev_dups = 0, 0, [], None
+        kill_times = []
         start = time.time()
         while done < kills:
             p = Poller(binary, variables)
             try:
+                if done == 0 and wait_for_put_records_in_flight(env, p.proc):
+                    raise subprocess.TimeoutExpired(binary, 0)
                 rc = p.wait(timeout=rng.uniform(0.2, 2.0))
             except subprocess.TimeoutExpired:
+                kill_times.append(time.time())
                 p.proc.send_signal(signal.SIGKILL)
                 p.wait(timeout=30)
                 done += 1
@@ -354,6 +402,9 @@ def scenario_kill(binary, kills, rows):
             else:
                 raise SystemExit(f"kill: unexpected exit {rc}: {p.last_line()}")
         run_to_completion(binary, env, variables, "kill")
+        in_flight = sum(1 for t in kill_times if put_records_in_flight(env, t))
+        if in_flight == 0:
+            raise SystemExit(f"kill: none of the {len(kill_times)} SIGKILLs landed while a PutRecords request was in flight")
         lost, dups = check_complete(env, "kill")
         per_crash.append(dups - (prev_dups or 0))
         # README ("Losing nothing, duplicating little"): a crash re-sends at most one
@@ -365,7 +416,7 @@ def scenario_kill(binary, kills, rows):
         if over:
             raise SystemExit(f"kill: a crash caused {max(over)} duplicates, more than KINESIS_BATCH_SIZE (50); per crash {per_crash}")
         log(
-            f"kill: {kills} SIGKILLs, {env.rows} reservations, lost {lost}, duplicates {dups} "
+            f"kill: {kills} SIGKILLs ({in_flight} while a PutRecords request was in flight), {env.rows} reservations, lost {lost}, duplicates {dups} "
             f"(max per crash {max(per_crash)}), {refused} restarts refused by the lease, {time.time() - start:.0f}s"
         )
         return {
@@ -374,9 +425,13 @@ def scenario_kill(binary, kills, rows):
             "lost": lost,
             "max_dup": max(per_crash),
             "total_dup": dups,
-            "detail": f"{env.rows} reservations, all on the stream; KINESIS_BATCH_SIZE=50 bounds the duplicates per crash",
+            "detail": f"{env.rows} reservations, all on the stream; {in_flight} of the {kills} SIGKILLs landed while a PutRecords request was in flight; KINESIS_BATCH_SIZE=50 bounds the duplicates per crash",
         }
     finally:
+        try:
+            moto_faults({"service": "kinesis", "scope": env.name})
+        except Exception:
+            pass
         env.cleanup()
 
 

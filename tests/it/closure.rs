@@ -19,13 +19,13 @@ use crate::support::{TestEnv, by_key, dt, p, row, s3_client};
 /// The poller with Envisionware's clock in the test's hands: every run reads through one
 /// connection whose `NOW()` is pinned with `SET timestamp`; the rest of the stages are
 /// the real ones (Sierra, Redshift, Kinesis and the S3 cursor on the local stack).
-struct Poller<'a> {
+pub(crate) struct Poller<'a> {
     env: &'a TestEnv,
     clock: sqlx::MySqlPool,
 }
 
 impl<'a> Poller<'a> {
-    async fn new(env: &'a TestEnv) -> Self {
+    pub(crate) async fn new(env: &'a TestEnv) -> Self {
         let clock = MySqlPoolOptions::new().max_connections(1).connect(&env.mysql_url()).await.unwrap();
         sqlx::query("SET time_zone = '+00:00'").execute(&clock).await.unwrap();
         Self { env, clock }
@@ -43,7 +43,7 @@ impl<'a> Poller<'a> {
 
     /// One run at Envisionware's time `local`, with a fresh cursor store as a new process
     /// would have.
-    async fn run_at(&self, local: &str) -> Result<RunSummary, AppError> {
+    pub(crate) async fn run_at(&self, local: &str) -> Result<RunSummary, AppError> {
         self.at(local).await;
         let settings = self.env.settings(&[]).await;
         let connected = app::connect(&settings).await?;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod binary;
+mod claims;
 mod closure;
 mod databases;
 mod failure_line;

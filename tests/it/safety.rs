@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pc_reserve_poller::app::{self, AppError};
+use pc_reserve_poller::app::AppError;
 use pc_reserve_poller::db::DbError;
 use pc_reserve_poller::domain::Cursor;
 use pc_reserve_poller::pipeline::RunError;
@@ -42,7 +42,7 @@ async fn a_run_is_refused_while_another_runner_holds_the_lease() {
     put_lease(&env, "other-task", "2999-01-01T00:00:00Z").await;
     let err = env.run(&[]).await.unwrap_err();
     assert!(matches!(err, AppError::Lease(_)), "{err}");
-    assert_eq!(err.exit_code(), app::EXIT_LEASE_HELD);
+    assert_eq!(err.exit_code(), 3);
     assert!(err.to_string().contains("other-task"), "{err}");
     assert!(env.sent().await.is_empty(), "the loser sends nothing");
     assert_eq!(env.cursor_object().await, None);
@@ -92,7 +92,7 @@ async fn retention_lost_fails_with_its_own_exit_code_and_sends_nothing() {
     env.put_cursor_object(before).await;
     let err = env.run(&[]).await.unwrap_err();
     assert!(matches!(err, AppError::Run(RunError::RetentionLost { .. })), "{err}");
-    assert_eq!(err.exit_code(), app::EXIT_RETENTION_LOST);
+    assert_eq!(err.exit_code(), 5);
     let text = err.to_string();
     assert!(text.contains("2024-06-01 10:00:00") && text.contains("2024-05-20 08:00:00"), "{text}");
     assert!(env.sent().await.is_empty());
