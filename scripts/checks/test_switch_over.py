@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -240,6 +241,9 @@ class SwitchOver(unittest.TestCase):
             cls.moto.wait(timeout=10)
         except subprocess.TimeoutExpired:
             cls.moto.kill()
+            cls.moto.wait(timeout=10)
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+        print(f"test_switch_over: moto's log is {cls.moto_log}", file=sys.stderr)
 
     def client(self, service: str):
         return self.session.client(service, endpoint_url=self.endpoint)
