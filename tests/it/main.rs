@@ -6,6 +6,7 @@ mod binary;
 mod closure;
 mod databases;
 mod guarantees;
+mod late_rows;
 mod least_privilege;
 mod precedence;
 mod process;
