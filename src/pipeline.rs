@@ -905,4 +905,62 @@ mod tests {
         run(&mut s, &options()).await.unwrap();
         assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
     }
+
+    /// A source with no rows, a clock at `now`, and window counts answered from `held`
+    /// (rows per window), recording every count asked for.
+    struct Counted {
+        now: NaiveDateTime,
+        held: fn(WindowBounds) -> u64,
+        asked: Mutex<Vec<(WindowBounds, WindowBounds)>>,
+    }
+
+    impl ReservationSource for Counted {
+        async fn read_after(&self, _after: Cursor, _limit: usize) -> Result<Vec<Reservation>, DbError> {
+            Ok(Vec::new())
+        }
+
+        async fn retention(&self) -> Result<Option<Retention>, DbError> {
+            Ok(Some(Retention { oldest: None, now: self.now, readable_through: self.now }))
+        }
+
+        async fn count_windows(
+            &self,
+            old: WindowBounds,
+            new: WindowBounds,
+        ) -> Result<Option<(u64, u64)>, DbError> {
+            self.asked.lock().unwrap().push((old, new));
+            Ok(Some(((self.held)(old), (self.held)(new))))
+        }
+    }
+
+    #[tokio::test]
+    async fn late_rows_are_the_growth_of_the_recorded_window_unless_the_purge_may_have_reached_it() {
+        let cursor = Cursor { date_time: at("2026-03-06 17:02:00"), key: 3 };
+        let recorded = LateWindow { after: at("2026-03-06 14:02:00"), through: cursor, rows: 3 };
+        let late = |now: &'static str, window_hours: u64| async move {
+            let store = MemoryCursorStore::new(Some(cursor));
+            store.set_late_window(recorded);
+            let source = Counted { now: at(now), held: |_| 4, asked: Mutex::new(Vec::new()) };
+            let o = RunOptions { late_row_window: Duration::from_secs(window_hours * 3600), ..options() };
+            let clock = Retention { oldest: None, now: source.now, readable_through: source.now };
+            let found = count_late_rows(&source, &store, clock, cursor, &o).await;
+            let asked = source.asked.into_inner().unwrap();
+            (found, asked, store.late_window())
+        };
+        // The recorded window (3 rows) holds 4 now: 1 late row; the new window is recorded.
+        let (found, asked, stored) = late("2026-03-07 09:00:00", 3).await;
+        assert_eq!(found, Some((1, 0)));
+        let new = WindowBounds { after: at("2026-03-06 14:02:00"), through: cursor };
+        assert_eq!(asked, [(WindowBounds { after: recorded.after, through: cursor }, new)]);
+        assert_eq!(stored, Some(LateWindow { rows: 4, ..recorded }));
+        // 48 hours after the window's start the purge may have reached it: not measured,
+        // but the new window is still recorded.
+        let (found, asked, stored) = late("2026-03-08 14:02:01", 3).await;
+        assert_eq!(found, None);
+        assert_eq!(asked.len(), 1);
+        assert_eq!(stored.map(|w| w.rows), Some(4));
+        // Off: no count at all, the recorded window kept as it was.
+        let (found, asked, stored) = late("2026-03-07 09:00:00", 0).await;
+        assert_eq!((found, asked.len(), stored), (None, 0, Some(recorded)));
+    }
 }
