@@ -5,6 +5,7 @@
 #
 #   docker image build -t pc-reserve-poller:local .
 #   docker container run --rm -e ENVIRONMENT=qa -e AWS_PROFILE=... pc-reserve-poller:local check
+#   docker container run --rm -e ENVIRONMENT=qa ... pc-reserve-poller:local    # run --metrics emf
 #
 # scripts/checks/check-image-context.sh lays out what the COPY lines below take from the build
 # context (after .dockerignore) and builds it with cargo, without a container engine.
@@ -34,11 +35,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # (Debian's ca-certificates) with SSL_CERT_FILE pointing at it, which is the root store
 # the database TLS (verify-full) and the AWS SDK read; user 65532 "nonroot".
 FROM gcr.io/distroless/cc-debian12:nonroot
-WORKDIR /app
-COPY --from=build /out/pc-reserve-poller /app/pc-reserve-poller
-# ENVIRONMENT=<name> reads config/<name>.yaml relative to the working directory, as the
-# original did. config/local.yaml is never part of the image (.dockerignore).
-COPY config/devel.yaml config/qa.yaml config/production.yaml /app/config/
+# /src is the Python service's working directory: a task definition that names it (its
+# `workingDirectory`) keeps working. ENVIRONMENT=<name> alone selects config/<name>.yaml,
+# read relative to it as the original did. config/local.yaml is never part of the image
+# (.dockerignore).
+WORKDIR /src
+COPY --from=build /out/pc-reserve-poller /src/pc-reserve-poller
+COPY config/devel.yaml config/qa.yaml config/production.yaml /src/config/
 USER 65532:65532
-ENTRYPOINT ["/app/pc-reserve-poller"]
-CMD ["run"]
+ENTRYPOINT ["/src/pc-reserve-poller"]
+# One run that prints its summary as CloudWatch embedded-metric-format documents on
+# standard output (CursorLagSeconds, RunsFailed, ...), so the metrics and their alarms
+# need no change to the task definition. A task definition's `command` replaces this.
+CMD ["run", "--metrics", "emf"]

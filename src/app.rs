@@ -119,6 +119,34 @@ impl AppError {
             _ => EXIT_FAILURE,
         }
     }
+
+    /// The stage that failed, as the message starts (`configuration`, `schema`,
+    /// `Envisionware`, `cursor store`, `check`, ...): the `stage` field of the line that
+    /// ends a failed command (README "The failure line").
+    pub fn stage(&self) -> String {
+        let fixed = match self {
+            Self::Config(_) => "configuration",
+            Self::Schema(_) => "schema",
+            Self::Connect { what, .. } => what,
+            Self::Startup(_) => "startup",
+            Self::Lease(_) => "lease",
+            Self::State(_) => "cursor store",
+            Self::Usage(_) => "usage",
+            Self::CheckFailed(_) => "check",
+            Self::ReconcileDifference { .. } => "reconcile",
+            Self::Stopped | Self::Run(RunError::Stopped { .. }) => "run",
+            // Their messages start with the stage's name: `Envisionware: ...`,
+            // `cursor store: ...`, `dry-run output: ...`, `decode: ...`.
+            Self::Run(_) | Self::Tool(_) | Self::DryRun(_) => {
+                let text = self.to_string();
+                return match text.split_once(": ") {
+                    Some((stage, _)) if !stage.is_empty() && stage.len() <= 40 => stage.to_string(),
+                    _ => "run".to_string(),
+                };
+            }
+        };
+        fixed.to_string()
+    }
 }
 
 /// Where the configuration comes from.
@@ -376,5 +404,32 @@ mod tests {
         let default = pseudonymizer(&with(&[]).unwrap()).unwrap();
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         assert_eq!(default.threads(), cores, "README: one per core by default");
+    }
+
+    #[test]
+    fn each_failure_names_its_stage_and_its_message_starts_with_it() {
+        let cases: Vec<(AppError, &str)> = vec![
+            (AppError::Config(ConfigError::Missing(vec!["AWS_REGION"])), "configuration"),
+            (AppError::Schema(EncodeError::Fetch("HTTP 500".into())), "schema"),
+            (AppError::Startup("cannot start".into()), "startup"),
+            (AppError::Tool("Envisionware: gone".into()), "Envisionware"),
+            (AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()), "cursor set"),
+            (AppError::CheckFailed(3), "check"),
+            (AppError::Usage("unexpected argument".into()), "usage"),
+            (
+                AppError::Lease(LeaseError::S3 { location: "b/k.lease".into(), message: "denied".into() }),
+                "lease",
+            ),
+            (AppError::Run(RunError::NoCursor("b/k".into())), "cursor store"),
+            (AppError::DryRun(crate::dry_run::DryRunError::Closed), "dry-run output"),
+        ];
+        for (err, stage) in cases {
+            assert_eq!(err.stage(), stage, "{err}");
+            assert!(err.to_string().starts_with(&format!("{stage}: ")), "{err}");
+        }
+        // Not failures: their lines get the stage in front (logging::report_outcome).
+        assert_eq!(AppError::Stopped.stage(), "run");
+        let held = LeaseError::Held { location: "b/k".into(), owner: "o".into(), expires_at: "t".into() };
+        assert_eq!(AppError::Lease(held).stage(), "lease");
     }
 }

@@ -90,7 +90,7 @@ pub enum LeaseError {
         expires_at: String,
     },
     /// S3 could not be reached or refused the request.
-    #[error("lease s3://{location}: {message}")]
+    #[error("lease: s3://{location}: {message}")]
     S3 {
         /// `bucket/key` of the lease object.
         location: String,

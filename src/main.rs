@@ -1,5 +1,6 @@
 //! `pc-reserve-poller`: parses the command line, runs the command and maps its outcome to
-//! an exit code with one line naming the failing stage.
+//! an exit code with one log line naming the failing stage, the cause and the exit code
+//! (`logging::report_outcome`).
 
 use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
@@ -12,41 +13,63 @@ use pc_reserve_poller::logging;
 use pc_reserve_poller::pseudonym::{Kernel, measure_single_core, pseudonym};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print on standard output and exit 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pc-reserve-poller: error: startup: cannot start the async runtime: {e}");
-            return ExitCode::from(app::EXIT_FAILURE);
+            let err = AppError::Startup(format!("cannot start the async runtime: {e}"));
+            logging::report_outcome(&err);
+            return ExitCode::from(err.exit_code());
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            report(&err);
+            logging::report_outcome(&err);
             ExitCode::from(err.exit_code())
         }
     }
 }
 
-/// Prints the one line that ends a failed or stopped command, once: in text mode as
-/// `pc-reserve-poller: error: ...` (no log line repeats it), with JSON logs as one log
-/// line so standard error stays JSON. A stop by SIGTERM/SIGINT (ECS stops every task this
-/// way) is expected: it is reported at INFO, never as an error.
-fn report(err: &AppError) {
-    let code = err.exit_code();
-    let stopped = code == app::EXIT_STOPPED;
-    if logging::json_logs() {
-        if stopped {
-            tracing::info!(exit_code = code, "{err}");
-        } else {
-            tracing::error!(exit_code = code, error = %err, "failed");
+/// A command line clap refuses: one line through the logger, `usage: <what is wrong>` at
+/// ERROR with exit code 2. With text logs clap's hints (`Usage: ...`, `tip: ...`) come
+/// first, as lines of their own; with JSON logs they are left out, so standard error stays
+/// JSON.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let rendered = e.render().to_string();
+    // clap's message: `error: <what>` (its details may follow on indented lines), then
+    // hints (`tip: ...`, `Usage: ...`, `For more information, ...`).
+    let is_hint = |l: &str| {
+        let l = l.trim_start();
+        l.starts_with("tip:") || l.starts_with("Usage:") || l.starts_with("For more information")
+    };
+    // A command given without its subcommand: clap renders the command's help, all hint.
+    let help_only = e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
+    let hint_start = if help_only { 0 } else { rendered.lines().position(is_hint).unwrap_or(usize::MAX) };
+    let cause: Vec<&str> =
+        rendered.lines().take(hint_start).map(str::trim).filter(|l| !l.is_empty()).collect();
+    let cause = cause.join(" ");
+    let cause = match cause.strip_prefix("error: ").unwrap_or(&cause) {
+        "" => "a subcommand is required (see --help)".to_string(),
+        cause => cause.to_string(),
+    };
+    logging::init_fallback();
+    if !logging::json_logs() {
+        let hints: Vec<&str> = rendered.lines().skip(hint_start).collect();
+        let hints = hints.join("\n");
+        let hints = hints.trim();
+        if !hints.is_empty() {
+            eprintln!("{hints}");
         }
-    } else if stopped {
-        eprintln!("pc-reserve-poller: {err}");
-    } else {
-        eprintln!("pc-reserve-poller: error: {err}");
     }
+    let err = AppError::Usage(cause);
+    logging::report_outcome(&err);
+    ExitCode::from(err.exit_code())
 }
 
 async fn dispatch(cli: Cli) -> Result<(), AppError> {

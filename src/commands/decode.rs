@@ -4,7 +4,6 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
-use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
@@ -14,7 +13,6 @@ use crate::cli::ConfigArgs;
 use crate::config::kms::KmsDecrypter;
 use crate::config::{RawConfig, variables};
 use crate::encode::fetch_encoder;
-use crate::retry::RetryPolicy;
 
 /// Where `decode` reads.
 #[derive(Debug, Clone)]
@@ -47,15 +45,40 @@ async fn variable(
     Err(crate::config::ConfigError::Missing(vec![name]).into())
 }
 
+/// An optional variable's text: plain, decrypted when the file encrypts it, else `None`
+/// (its default applies).
+async fn optional_variable(
+    raw: &RawConfig,
+    sdk: &aws_config::SdkConfig,
+    name: &'static str,
+) -> Result<Option<String>, AppError> {
+    if raw.plain(name).is_none() && !raw.encrypted_names().any(|n| n == name) {
+        return Ok(None);
+    }
+    variable(raw, sdk, name).await.map(Some).or_else(|e| match e {
+        // Set but empty: the default applies, as in a run.
+        AppError::Config(crate::config::ConfigError::Missing(_)) => Ok(None),
+        e => Err(e),
+    })
+}
+
 /// `decode`: at most `limit` records.
 pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -> Result<(), AppError> {
     let raw = super::gather_and_log(config, &config.source(None))?;
     let aws = raw.aws_settings();
     let sdk = crate::aws::sdk_config(&aws).await;
     let schema_url = variable(&raw, &sdk, variables::PC_RESERVE_SCHEMA_URL.name).await?;
-    let encoder = fetch_encoder(&schema_url, Duration::from_secs(10), &RetryPolicy::default())
-        .await
-        .map_err(AppError::Schema)?;
+    // The schema request as `run` makes it: SCHEMA_TIMEOUT_SECONDS per attempt, retried by
+    // RETRY_ATTEMPTS/RETRY_BASE_DELAY_MS (README "Configuration").
+    let mut fetch_vars = std::collections::BTreeMap::new();
+    for var in [variables::SCHEMA_TIMEOUT_SECONDS, variables::RETRY_ATTEMPTS, variables::RETRY_BASE_DELAY_MS]
+    {
+        if let Some(text) = optional_variable(&raw, &sdk, var.name).await? {
+            fetch_vars.insert(var.name.to_string(), text);
+        }
+    }
+    let (timeout, policy) = crate::config::schema_fetch(&fetch_vars)?;
+    let encoder = fetch_encoder(&schema_url, timeout, &policy).await.map_err(AppError::Schema)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;

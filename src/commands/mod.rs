@@ -49,11 +49,19 @@ pub(crate) fn gather_and_log_source(
     Ok(raw)
 }
 
-/// Reads the log settings from the gathered configuration and installs the logger.
+/// Reads the log settings from the gathered configuration and installs the logger. With a
+/// valid `LOG_FORMAT` and an invalid `LOG_LEVEL`, the logger is installed in that format at
+/// info before the error is returned, so that the line reporting it has the format asked for.
 pub fn init_logging(raw: &RawConfig) -> Result<(), ConfigError> {
     use crate::config::variables::{LOG_FORMAT, LOG_LEVEL};
-    let level = crate::config::parse_log_level(raw.plain(LOG_LEVEL.name))?;
     let json = crate::config::parse_log_format_is_json(raw.plain(LOG_FORMAT.name))?;
+    let level = match crate::config::parse_log_level(raw.plain(LOG_LEVEL.name)) {
+        Ok(level) => level,
+        Err(e) => {
+            crate::logging::init(crate::config::LogLevel::Info, json);
+            return Err(e);
+        }
+    };
     crate::logging::init(level, json);
     Ok(())
 }

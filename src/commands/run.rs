@@ -50,7 +50,9 @@ pub async fn run(config: &ConfigArgs, args: RunArgs) -> Result<(), AppError> {
             Err(e @ (AppError::Config(_) | AppError::Usage(_))) => return Err(e),
             Err(e) if e.exit_code() == app::EXIT_CONFLICT => return Err(e),
             Err(e) if stop.reason().is_some() => return Err(e),
-            Err(e) => tracing::error!(error = %e, "run failed; trying again at the next interval"),
+            // One ERROR line per failed run, in the shape of the line that ends a failed
+            // command (README "The failure line"), without an exit code: the loop goes on.
+            Err(e) => tracing::error!(stage = %e.stage(), "{e} (trying again at the next interval)"),
         }
         if stop.reason().is_some() {
             return Err(AppError::Stopped);

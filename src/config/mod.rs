@@ -218,7 +218,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_SECONDS` (default 300, the original's Sierra cap).
     pub statement_timeout: Duration,
-    /// `SCHEMA_TIMEOUT_SECONDS` (default 10).
+    /// `SCHEMA_TIMEOUT_SECONDS` (default 60, the original's), per attempt.
     pub schema_timeout: Duration,
     /// `LEASE_RESOURCE`: the lease object's key in `S3_BUCKET` (default `<S3_RESOURCE>.lease`).
     pub lease_resource: String,
@@ -756,6 +756,17 @@ fn retry_policy(v: &Vars<'_>) -> Result<RetryPolicy, ConfigError> {
     })
 }
 
+/// The schema request's timeout (`SCHEMA_TIMEOUT_SECONDS`) and retry policy
+/// (`RETRY_ATTEMPTS`, `RETRY_BASE_DELAY_MS`) from their texts alone, defaults included, as a
+/// run reads them: for commands that fetch the schema without validating everything
+/// (`decode`).
+pub(crate) fn schema_fetch(
+    values: &BTreeMap<String, String>,
+) -> Result<(Duration, RetryPolicy), ConfigError> {
+    let v = Vars(values);
+    Ok((v.seconds(&variables::SCHEMA_TIMEOUT_SECONDS, true)?, retry_policy(&v)?))
+}
+
 /// `PSEUDONYM_KERNEL`: unset for the default kernel.
 fn pseudonym_kernel(v: &Vars<'_>) -> Result<Kernel, ConfigError> {
     use variables as var;
@@ -842,6 +853,34 @@ mod tests {
 
     fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    /// The shipped `config/<env>.yaml` (the Python service's values) are read and their
+    /// plain values validate. The encrypted ones are replaced through the environment
+    /// (which wins over the file), so nothing is sent to a decrypter: `NoDecrypter`
+    /// refuses any ciphertext.
+    #[test]
+    fn the_shipped_configuration_files_validate_with_their_secrets_from_the_environment() {
+        let complete = complete_plaintext();
+        for env in ["devel", "qa", "production"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(default_path(env));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = yaml::parse(&text).unwrap();
+            assert_eq!(file.encrypted.len(), 11, "{env}: {:?}", file.encrypted.keys());
+            let encrypted: Vec<String> = file.encrypted.keys().cloned().collect();
+            let env_var = |name: &str| encrypted.iter().any(|n| n == name).then(|| complete[name].clone());
+            let raw = RawConfig::from_parts(file, &env_var, &BTreeMap::new());
+            assert_eq!(raw.encrypted_names().count(), 0, "{env}");
+            let s = futures_lite_block_on(raw.resolve(&kms::NoDecrypter))
+                .unwrap_or_else(|e| panic!("{env}: {e}"));
+            assert_eq!(s.envisionware.port, 3306, "{env}");
+            assert_eq!(s.sierra.port, 1032, "{env}");
+            assert_eq!(s.ignore_cache, env == "devel", "{env}");
+            if env == "devel" {
+                let start = s.start_cursor.map(|c| format!("{} {}", c.date_time, c.key));
+                assert_eq!(start.as_deref(), Some("2023-01-01 00:00:00 0"));
+            }
+        }
     }
 
     #[test]

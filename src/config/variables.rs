@@ -167,7 +167,7 @@ variables! {
     RETRY_BASE_DELAY_MS: Optional, Kind::Milliseconds, Some("200"), WhenEncrypted, "first backoff (exponential, full jitter)";
     DB_CONNECT_TIMEOUT_SECONDS: Optional, Kind::Seconds, Some("30"), WhenEncrypted, "database connection timeout";
     DB_STATEMENT_TIMEOUT_SECONDS: Optional, Kind::Seconds, Some("300"), WhenEncrypted, "database statement timeout";
-    SCHEMA_TIMEOUT_SECONDS: Optional, Kind::Seconds, Some("10"), WhenEncrypted, "schema request timeout";
+    SCHEMA_TIMEOUT_SECONDS: Optional, Kind::Seconds, Some("60"), WhenEncrypted, "schema request timeout (each attempt)";
     LEASE_RESOURCE: Optional, Kind::Text, None, WhenEncrypted, "the lease object's key in S3_BUCKET (default <S3_RESOURCE>.lease)";
     LEASE_TTL_SECONDS: Optional, Kind::Seconds, Some("120"), WhenEncrypted, "how long a lease lasts unless renewed";
     STOP_TIMEOUT_SECONDS: Optional, Kind::Seconds, Some("20"), WhenEncrypted, "after SIGTERM/SIGINT, how long the request in flight may take";

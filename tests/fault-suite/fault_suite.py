@@ -25,6 +25,7 @@ import http.server
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -268,6 +269,14 @@ class Poller:
         return lines[-1] if lines else ""
 
 
+def message(line):
+    """The message of the text log line that ends a failed run,
+    `<time> ERROR <stage>: <cause> stage=<stage> exit_code=<N>`: `<stage>: <cause>`."""
+    parts = line.split(None, 2)
+    text = parts[2] if len(parts) == 3 else line
+    return re.sub(r" stage=.* exit_code=\d+$", "", text)
+
+
 def check_complete(env, label):
     """All expected keys present; returns (lost, duplicates)."""
     expected = set(env.expected().values())
@@ -458,7 +467,7 @@ def scenario_db_cut(binary, which, rows):
         proxy.restore()
         run_to_completion(binary, env, variables, which)
         lost, dups = check_complete(env, which)
-        log(f"{which}: cut at cursor {upto}/{env.rows}; exit {rc}: {line.split('error: ', 1)[-1]}; next run: lost {lost}, duplicates {dups}")
+        log(f"{which}: cut at cursor {upto}/{env.rows}; exit {rc}: {message(line)}; next run: lost {lost}, duplicates {dups}")
         db = "MariaDB (Envisionware)" if which == "mysql" else "PostgreSQL (Sierra, Redshift)"
         return {
             "cmd": which,
@@ -466,7 +475,7 @@ def scenario_db_cut(binary, which, rows):
             "lost": lost,
             "max_dup": dups,
             "total_dup": dups,
-            "detail": f"exit 1 (`{line.split('error: ', 1)[-1].split(':')[0]}: error communicating with database`), cursor intact, next run complete",
+            "detail": f"exit 1 (`{message(line).split(':')[0]}: error communicating with database`), cursor intact, next run complete",
         }
     finally:
         env.cleanup()
@@ -610,7 +619,7 @@ def scenario_two(binary, rows):
         lost, dups = check_complete(env, "two")
         if dups:
             raise SystemExit(f"two: {dups} duplicates: both pollers sent")
-        log(f"two: exits {codes}; loser said: {loser.last_line().split('error: ', 1)[-1]}; lost {lost}, duplicates {dups}")
+        log(f"two: exits {codes}; loser said: {message(loser.last_line())}; lost {lost}, duplicates {dups}")
         return {
             "cmd": "two",
             "fault": "two pollers started at once",

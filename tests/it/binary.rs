@@ -188,13 +188,13 @@ fn run_isolated(args: &[&str], dir: &std::path::Path, vars: &[(&str, &str)]) -> 
 }
 
 /// Standard error's lines, and the checks every failure must pass: the last line is the
-/// only one not logged at INFO (or DEBUG), it is the one error line, and no line carries
-/// an SDK debug dump.
+/// only one not logged at INFO (or DEBUG), it is the one error line (logged at ERROR), and
+/// no line carries an SDK debug dump.
 fn failure_lines(out: &Output) -> Vec<String> {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let lines: Vec<String> = stderr.lines().map(str::to_string).collect();
     let (last, before) = lines.split_last().unwrap_or_else(|| panic!("no output: {stderr}"));
-    assert!(last.starts_with("pc-reserve-poller: error: "), "last line: {stderr}");
+    assert!(last.contains("Z ERROR "), "last line: {stderr}");
     for line in before {
         assert!(
             line.contains(" INFO ") || line.contains(" DEBUG "),
@@ -219,7 +219,8 @@ async fn without_credentials_one_line_names_the_chain_tried_and_the_fixes() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = failure_lines(&out);
     let last = lines.last().unwrap();
-    assert!(last.starts_with("pc-reserve-poller: error: configuration: "), "{last}");
+    assert!(last.contains(" ERROR configuration: "), "{last}");
+    assert!(last.ends_with(" stage=configuration exit_code=2"), "{last}");
     for part in [
         "KMS could not decrypt it: no AWS credentials found (tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the profile in ~/.aws/config and ~/.aws/credentials",
         "the ECS task role and the EC2 instance role",

@@ -5,6 +5,7 @@ mod bad_input;
 mod binary;
 mod closure;
 mod databases;
+mod failure_line;
 mod guarantees;
 mod late_rows;
 mod least_privilege;

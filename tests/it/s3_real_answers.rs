@@ -127,7 +127,7 @@ async fn without_list_bucket_no_command_reads_a_missing_object_and_a_first_run_s
         "cursor store: s3://{}/poller/state.json: AccessDenied: Access Denied: the cursor object may not exist yet (without s3:ListBucket on the bucket S3 answers 403 for a missing object), or the role lacks s3:GetObject on it; to start from a given point create it with `pc-reserve-poller cursor set --date-time 'YYYY-MM-DD HH:MM:SS' --key N`",
         env.bucket
     );
-    assert!(line.ends_with(&readme), "{line}");
+    assert!(line.contains(&format!(" ERROR {readme} stage=cursor store exit_code=1")), "{line}");
     assert!(env.sent().await.is_empty());
     let out = run(&["check"]);
     let stdout = text(&out.stdout);

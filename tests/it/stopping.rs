@@ -60,14 +60,9 @@ async fn sigterm_mid_run_saves_the_cursor_exits_6_and_the_next_run_loses_nothing
     // An expected stop (ECS sends SIGTERM on every deployment): nothing at ERROR, and the
     // last line says it stopped, not that it failed.
     assert!(!stderr.contains("ERROR") && !stderr.contains("error:"), "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .starts_with("pc-reserve-poller: stopped (SIGTERM); the cursor is saved"),
-        "{stderr}"
-    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(" INFO run: stopped (SIGTERM); the cursor is saved"), "{stderr}");
+    assert!(last.ends_with(" stage=run exit_code=6"), "{stderr}");
 
     // The cursor is the last record on the stream: nothing acknowledged was left behind.
     // (How many were sent before the signal depends on timing; the invariants do not.)

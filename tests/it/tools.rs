@@ -576,3 +576,55 @@ fn the_config_templates_parse_and_name_every_required_variable() {
         raw.check_required().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// A schema endpoint that accepts connections and never answers; counts the connections.
+async fn silent_schema_endpoint() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    (format!("http://127.0.0.1:{port}/api/v0.1/current-schemas/PcReserve"), count)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decode_fetches_the_schema_with_schema_timeout_seconds_and_the_retry_policy() {
+    let (url, connections) = silent_schema_endpoint().await;
+    let dir = tempdir();
+    let file = dir.join("datums.b64");
+    std::fs::write(&file, "bm90IGF2cm8=\n").unwrap();
+    let args = ["decode".to_string(), "--file".to_string(), file.to_str().unwrap().to_string()];
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PC_RESERVE_SCHEMA_URL", &url)
+            .env("SCHEMA_TIMEOUT_SECONDS", "1")
+            .env("RETRY_ATTEMPTS", "2")
+            .env("RETRY_BASE_DELAY_MS", "1");
+        crate::process::output_within(&mut cmd, crate::process::RUN_LIMIT)
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains(" ERROR schema: schema endpoint: "), "{stderr}");
+    assert!(last.ends_with(" stage=schema exit_code=1"), "{stderr}");
+    // Two attempts of 1 s each (RETRY_ATTEMPTS=2, SCHEMA_TIMEOUT_SECONDS=1), not one of 10 s.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "{stderr}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(8),
+        "{took:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
