@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: starts the local stack (installing
 # MariaDB/PostgreSQL and the moto venv when missing), checks formatting and lints,
-# lints the Dockerfile and the GitHub workflows (scripts/checks/lint-deploy.sh), checks the supply
-# chain (cargo deny) and that every declared dependency is used (cargo machete), checks
+# lints the Dockerfile, the GitHub workflows and the CloudFormation stack (scripts/checks/lint-deploy.sh),
+# checks the supply chain (cargo deny) and that every declared dependency is used (cargo machete), checks
 # that every test the guarantee table of docs/testing.md names exists, runs the unit and integration tests of every workspace member (the TLS tests start
 # their own PostgreSQL with TLS, scripts/local-stack/tls-postgres.sh), checks that the image's build
 # stage builds from what the Dockerfile copies (scripts/checks/check-image-context.sh), the quick fault suite
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
-# independent oracle (scripts/demo/verify_demo.py), the README's examples against that demo
-# (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
+# independent oracle (scripts/demo/verify_demo.py), the switch-over runbook's aws commands and
+# the alarm stack against a moto of their own (scripts/checks/test_switch_over.py), the examples
+# of the README and docs/switch-over.md against that demo (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -34,7 +35,7 @@ if [ "${PCR_SKIP_LINT:-0}" != 1 ]; then
   timeout 1200 cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
-step "deployment files: hadolint Dockerfile, GitHub workflow schema, zizmor (scripts/checks/lint-deploy.sh)"
+step "deployment files: hadolint Dockerfile, GitHub workflow schema, zizmor, cfn-lint and the stack's policy (scripts/checks/lint-deploy.sh)"
 timeout 600 scripts/checks/lint-deploy.sh
 
 step "cargo deny: licences, bans, sources (offline)"
@@ -61,7 +62,10 @@ timeout 900 scripts/fault-suite.sh --quick
 step "end-to-end demo run, checked by the independent oracle"
 PCR_DEMO_QUIET=1 timeout 900 scripts/demo.sh 3000
 
-step "the README's examples, run against the demo (tests/readme.rs)"
+step "the switch-over runbook's aws commands and the alarm stack against moto; the stack's ERROR filters against the demo build's failures (scripts/checks/test_switch_over.py)"
+timeout 600 .venv/bin/python scripts/checks/test_switch_over.py
+
+step "the README's and docs/switch-over.md's examples, run against the demo (tests/readme.rs)"
 PCR_README_TESTS=1 timeout 900 cargo test --locked --test readme
 
 step "local-stack.sh refuses a port held by something that does not work (scripts/local-stack/test-local-stack.sh)"

@@ -303,6 +303,7 @@ pub fn run_options(settings: &Settings) -> RunOptions {
         stop: StopToken::with_grace(settings.stop_timeout),
         cursor_max_age: settings.cursor_max_age,
         retention_window: settings.envisionware_retention,
+        late_row_window: settings.late_row_window,
         progress: None,
     }
 }

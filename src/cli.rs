@@ -164,7 +164,7 @@ pub enum Command {
     /// an interrupted backfill resumes where it stopped when started again with the
     /// same range.
     #[command(
-        after_help = "Examples:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-02-01\n  # two tasks side by side on disjoint ranges:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-01-16 &\n  pc-reserve-poller -e production backfill --from 2024-01-16 --to 2024-02-01 &"
+        after_help = "Examples:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-02-01\n  # two tasks side by side on disjoint ranges:\n  pc-reserve-poller -e production backfill --from 2024-01-01 --to 2024-01-16 &\n  pc-reserve-poller -e production backfill --from 2024-01-16 --to 2024-02-01 &\n  # the late rows a run reported:\n  pc-reserve-poller -e production backfill --only-missing --from '2024-05-01 09:00:00' --to '2024-05-01 12:00:01'"
     )]
     Backfill {
         /// First date-time included (Envisionware's New York time).
@@ -173,6 +173,11 @@ pub enum Command {
         /// First date-time excluded.
         #[arg(long, value_name = "T2", value_parser = parse_date_time)]
         to: chrono::NaiveDateTime,
+        /// Send only the rows whose record is not on the stream yet (compared by the
+        /// pseudonymous key with the records the stream received since a day before T1):
+        /// delivers late rows without duplicating the others. Keeps no cursor object.
+        #[arg(long)]
+        only_missing: bool,
     },
     /// Compare a day's Envisionware reservations with the warehouse's records for it.
     ///

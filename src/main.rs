@@ -91,7 +91,9 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
             };
             commands::decode::decode(config, from, limit).await
         }
-        Some(Command::Backfill { from, to }) => commands::backfill::backfill(config, from, to).await,
+        Some(Command::Backfill { from, to, only_missing }) => {
+            commands::backfill::backfill(config, from, to, only_missing).await
+        }
         Some(Command::Reconcile { date, tolerance, format }) => {
             commands::reconcile::reconcile(config, date, tolerance, format).await
         }

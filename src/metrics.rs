@@ -60,6 +60,13 @@ pub(crate) fn run_document(environment: &str, s: &RunSummary) -> Value {
     if let Some(lag) = s.cursor_lag {
         metrics.push(("CursorLagSeconds", "Seconds", json!(lag.as_secs())));
     }
+    // Absent when not measured, so an alarm treats the run as missing data.
+    if let Some(late) = s.late_rows {
+        metrics.push(("LateRows", "Count", json!(late)));
+    }
+    if let Some(deleted) = s.deleted_rows {
+        metrics.push(("DeletedRows", "Count", json!(deleted)));
+    }
     document(environment, &metrics)
 }
 
@@ -103,5 +110,12 @@ mod tests {
         assert_eq!(doc["RecordsSent"], 3);
         assert_eq!(doc["Environment"], "qa");
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert!(doc.get("LateRows").is_none() && doc.get("DeletedRows").is_none(), "not measured: absent");
+        s.late_rows = Some(0);
+        s.deleted_rows = Some(2);
+        let doc = run_document("qa", &s);
+        assert_eq!((doc["LateRows"].clone(), doc["DeletedRows"].clone()), (json!(0), json!(2)));
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(declared.contains(r#"{"Name":"LateRows","Unit":"Count"}"#), "{declared}");
     }
 }

@@ -30,8 +30,8 @@ use crate::enrich::{GeoDirectory, PatronDirectory};
 use crate::pseudonym::Pseudonymizer;
 use crate::records::BuildError;
 use crate::sink::{PutRecords, Sender, SinkError};
-use crate::source::{ReservationSource, Retention};
-use crate::state::{CursorStore, StateError};
+use crate::source::{ReservationSource, Retention, WindowBounds};
+use crate::state::{CursorStore, LateWindow, StateError};
 use crate::stop::{StopReason, StopToken};
 
 /// A failed run, named by the stage that failed.
@@ -145,6 +145,9 @@ pub struct RunOptions {
     /// `ENVISIONWARE_RETENTION_HOURS`: how long Envisionware keeps a row. A row can have
     /// been purged before it was read only when the last caught-up read is older.
     pub retention_window: Duration,
+    /// `LATE_ROW_WINDOW_HOURS`: the trailing window behind the cursor whose rows a caught-up
+    /// run counts, to find rows that appeared behind the cursor; zero turns it off.
+    pub late_row_window: Duration,
     /// Called after every batch with what the run has done so far (progress bars).
     pub progress: Option<ProgressHook>,
 }
@@ -196,6 +199,11 @@ pub struct RunSummary {
     /// How far the cursor is behind Envisionware's newest reservation at the end (filled
     /// in by the caller, which can ask Envisionware; `None` when unknown).
     pub cursor_lag: Option<Duration>,
+    /// Rows that appeared behind the cursor since the last caught-up run (in the window it
+    /// recorded); `None` when not measured.
+    pub late_rows: Option<u64>,
+    /// Rows that disappeared from that window; `None` when not measured.
+    pub deleted_rows: Option<u64>,
 }
 
 impl RunSummary {
@@ -216,7 +224,7 @@ impl std::fmt::Display for RunSummary {
             |c: Option<Cursor>| c.map(|c| format_date_time(c.date_time)).unwrap_or_else(|| "-".into());
         write!(
             f,
-            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} retries={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" cursor_lag={} duration={:.3}s",
+            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} retries={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" cursor_lag={} late_rows={} deleted_rows={} duration={:.3}s",
             self.batches,
             self.reservations,
             self.records(),
@@ -231,9 +239,16 @@ impl std::fmt::Display for RunSummary {
             cursor(self.cursor_before),
             cursor(self.cursor_after),
             self.cursor_lag.map_or_else(|| "-".into(), |d| format!("{}s", d.as_secs())),
+            measured(self.late_rows),
+            measured(self.deleted_rows),
             self.duration.as_secs_f64(),
         )
     }
+}
+
+/// A count, or `-` when it was not measured.
+fn measured(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
 }
 
 /// How long each stage was busy in a run (nanoseconds), to see which one sets the pace.
@@ -343,9 +358,12 @@ where
     // Caught up: record beside the cursor how far this run saw, also when it found
     // nothing (a closure), so the retention watchdog knows the table was merely empty.
     // A cursor object that does not exist and was not created stays absent.
+    let mut late = None;
     if let (true, Some(store), Some(retention)) = (read.drained, stages.store.as_ref(), retention)
         && (stored.is_some() || sent.cursor != start)
     {
+        // The late-row count goes into the same write as the mark.
+        late = count_late_rows(&stages.source, store, retention, sent.cursor, options).await;
         save_caught_up_mark(store, retention, sent.cursor).await?;
     }
 
@@ -363,7 +381,92 @@ where
         pseudonym_memo_hits: stats.memo_hits - computed_before.memo_hits,
         duration: started.elapsed(),
         cursor_lag: None,
+        late_rows: late.map(|(late, _)| late),
+        deleted_rows: late.map(|(_, deleted)| deleted),
     })
+}
+
+/// The command that delivers the rows of a late-row window which the stream does not hold:
+/// `backfill` takes `[from, to)`, the window is `(after, through]`, so `to` is one second
+/// past `through` (Envisionware's times have whole seconds).
+pub(crate) fn delivery_command(window: WindowBounds) -> String {
+    format!(
+        "pc-reserve-poller backfill --only-missing --from '{}' --to '{}'",
+        format_date_time(window.after),
+        format_date_time(window.through.date_time + chrono::TimeDelta::seconds(1))
+    )
+}
+
+/// At the end of a caught-up run, before the mark is saved: counts again the late-row
+/// window recorded beside the cursor and counts the new one behind `cursor`, in one
+/// statement; sets the new window on `store` for the save that follows and returns how
+/// many rows appeared in the old window (late) and how many went (deleted).
+///
+/// `None` (not measured) when the window is off (no query is sent), when the cursor carries
+/// no window yet (written by the original service: the new one is recorded), when the old
+/// window reaches back past `ENVISIONWARE_RETENTION_HOURS` (the purge may have shrunk it),
+/// or when the count fails, which is a warning: the old window is then kept for the next
+/// run. Never changes what was sent or the cursor.
+async fn count_late_rows(
+    source: &impl ReservationSource,
+    store: &impl CursorStore,
+    retention: Retention,
+    cursor: Cursor,
+    options: &RunOptions,
+) -> Option<(u64, u64)> {
+    let width = chrono::TimeDelta::from_std(options.late_row_window).ok()?;
+    if width.is_zero() {
+        return None;
+    }
+    let new = WindowBounds { after: cursor.date_time.checked_sub_signed(width)?, through: cursor };
+    let purged_before = chrono::TimeDelta::from_std(options.retention_window)
+        .ok()
+        .and_then(|r| retention.now.checked_sub_signed(r))
+        .unwrap_or(NaiveDateTime::MIN);
+    let old = match store.late_window() {
+        Some(old) if old.after < purged_before => {
+            tracing::info!(
+                window_after = %format_date_time(old.after),
+                "the recorded late-row window reaches back past ENVISIONWARE_RETENTION_HOURS: late rows not measured this run"
+            );
+            None
+        }
+        other => other,
+    };
+    let old_bounds = old.map_or(new, |o| WindowBounds { after: o.after, through: o.through });
+    let (old_rows, new_rows) = match source.count_windows(old_bounds, new).await {
+        Ok(Some(counts)) => counts,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the rows behind the cursor: late rows not measured this run");
+            return None;
+        }
+    };
+    store.set_late_window(LateWindow { after: new.after, through: new.through, rows: new_rows });
+    let old = old?;
+    let late = old_rows.saturating_sub(old.rows);
+    let deleted = old.rows.saturating_sub(old_rows);
+    let range = format!(
+        "({}, {}]",
+        format_date_time(old_bounds.after),
+        format_date_time(old_bounds.through.date_time)
+    );
+    if late > 0 {
+        tracing::warn!(
+            late_rows = late,
+            range = %range,
+            command = %delivery_command(old_bounds),
+            "rows appeared behind the cursor after it had passed them and were not sent; to deliver them run the command given"
+        );
+    }
+    if deleted > 0 {
+        tracing::warn!(
+            deleted_rows = deleted,
+            range = %range,
+            "rows were deleted behind the cursor since the last caught-up run"
+        );
+    }
+    Some((late, deleted))
 }
 
 /// The stored cursor (`None`: no cursor object, or the cache is ignored) and the cursor
@@ -650,6 +753,7 @@ mod tests {
             stop: StopToken::new(),
             cursor_max_age: Duration::from_secs(24 * 3600),
             retention_window: Duration::from_secs(48 * 3600),
+            late_row_window: Duration::ZERO,
             progress: None,
         }
     }
@@ -800,5 +904,63 @@ mod tests {
         let mut s = Stages { store: Some(MemoryCursorStore::new(None)), ..s };
         run(&mut s, &options()).await.unwrap();
         assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
+    }
+
+    /// A source with no rows, a clock at `now`, and window counts answered from `held`
+    /// (rows per window), recording every count asked for.
+    struct Counted {
+        now: NaiveDateTime,
+        held: fn(WindowBounds) -> u64,
+        asked: Mutex<Vec<(WindowBounds, WindowBounds)>>,
+    }
+
+    impl ReservationSource for Counted {
+        async fn read_after(&self, _after: Cursor, _limit: usize) -> Result<Vec<Reservation>, DbError> {
+            Ok(Vec::new())
+        }
+
+        async fn retention(&self) -> Result<Option<Retention>, DbError> {
+            Ok(Some(Retention { oldest: None, now: self.now, readable_through: self.now }))
+        }
+
+        async fn count_windows(
+            &self,
+            old: WindowBounds,
+            new: WindowBounds,
+        ) -> Result<Option<(u64, u64)>, DbError> {
+            self.asked.lock().unwrap().push((old, new));
+            Ok(Some(((self.held)(old), (self.held)(new))))
+        }
+    }
+
+    #[tokio::test]
+    async fn late_rows_are_the_growth_of_the_recorded_window_unless_the_purge_may_have_reached_it() {
+        let cursor = Cursor { date_time: at("2026-03-06 17:02:00"), key: 3 };
+        let recorded = LateWindow { after: at("2026-03-06 14:02:00"), through: cursor, rows: 3 };
+        let late = |now: &'static str, window_hours: u64| async move {
+            let store = MemoryCursorStore::new(Some(cursor));
+            store.set_late_window(recorded);
+            let source = Counted { now: at(now), held: |_| 4, asked: Mutex::new(Vec::new()) };
+            let o = RunOptions { late_row_window: Duration::from_secs(window_hours * 3600), ..options() };
+            let clock = Retention { oldest: None, now: source.now, readable_through: source.now };
+            let found = count_late_rows(&source, &store, clock, cursor, &o).await;
+            let asked = source.asked.into_inner().unwrap();
+            (found, asked, store.late_window())
+        };
+        // The recorded window (3 rows) holds 4 now: 1 late row; the new window is recorded.
+        let (found, asked, stored) = late("2026-03-07 09:00:00", 3).await;
+        assert_eq!(found, Some((1, 0)));
+        let new = WindowBounds { after: at("2026-03-06 14:02:00"), through: cursor };
+        assert_eq!(asked, [(WindowBounds { after: recorded.after, through: cursor }, new)]);
+        assert_eq!(stored, Some(LateWindow { rows: 4, ..recorded }));
+        // 48 hours after the window's start the purge may have reached it: not measured,
+        // but the new window is still recorded.
+        let (found, asked, stored) = late("2026-03-08 14:02:01", 3).await;
+        assert_eq!(found, None);
+        assert_eq!(asked.len(), 1);
+        assert_eq!(stored.map(|w| w.rows), Some(4));
+        // Off: no count at all, the recorded window kept as it was.
+        let (found, asked, stored) = late("2026-03-07 09:00:00", 0).await;
+        assert_eq!((found, asked.len(), stored), (None, 0, Some(recorded)));
     }
 }

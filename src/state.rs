@@ -17,7 +17,10 @@
 //! Beside the cursor, and without touching its JSON (the original reads the same object),
 //! the object carries in its metadata ([`CAUGHT_UP_METADATA`]) how far the last caught-up
 //! read saw: Envisionware's clock at that read. The retention watchdog uses it to tell an
-//! empty table from rows purged before they were read.
+//! empty table from rows purged before they were read. It also carries the late-row
+//! window ([`LateWindow`]): how many rows Envisionware held just behind the cursor when the
+//! last caught-up run ended, which the next one counts again (README, "Late rows behind
+//! the cursor").
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -32,6 +35,54 @@ use crate::domain::{Cursor, CursorError, format_date_time, parse_naive_date_time
 /// Envisionware time (`YYYY-MM-DD HH:MM:SS`, its naive local clock) up to which the last
 /// caught-up read saw every row.
 pub(crate) const CAUGHT_UP_METADATA: &str = "caught-up-through";
+
+/// Metadata key: the late-row window's lower bound (exclusive), `YYYY-MM-DD HH:MM:SS`.
+pub(crate) const LATE_AFTER_METADATA: &str = "late-window-after";
+/// Metadata key: the `pcrDateTime` of the late-row window's upper bound (inclusive).
+pub(crate) const LATE_THROUGH_METADATA: &str = "late-window-through";
+/// Metadata key: the `pcrKey` of the late-row window's upper bound (inclusive).
+pub(crate) const LATE_THROUGH_KEY_METADATA: &str = "late-window-through-key";
+/// Metadata key: how many rows the late-row window held when it was counted.
+pub(crate) const LATE_ROWS_METADATA: &str = "late-window-rows";
+
+/// The trailing window behind a cursor and how many rows Envisionware held in it when a
+/// caught-up run ended: rows with `after < pcrDateTime` and `(pcrDateTime, pcrKey) <=
+/// through` in cursor order. Stored beside the cursor; the next caught-up run counts the
+/// same bounds again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateWindow {
+    /// Lower bound, exclusive: the cursor's time less `LATE_ROW_WINDOW_HOURS`.
+    pub after: NaiveDateTime,
+    /// Upper bound, inclusive: the cursor at the end of the run.
+    pub through: Cursor,
+    /// Rows counted in the window.
+    pub rows: u64,
+}
+
+impl LateWindow {
+    /// The window's four metadata entries.
+    fn to_metadata(self) -> [(String, String); 4] {
+        [
+            (LATE_AFTER_METADATA.to_string(), format_date_time(self.after)),
+            (LATE_THROUGH_METADATA.to_string(), format_date_time(self.through.date_time)),
+            (LATE_THROUGH_KEY_METADATA.to_string(), self.through.key.to_string()),
+            (LATE_ROWS_METADATA.to_string(), self.rows.to_string()),
+        ]
+    }
+
+    /// The window read from an object's metadata; `None` unless all four entries are there
+    /// and readable (a cursor written by the original service has none).
+    fn from_metadata(m: &std::collections::HashMap<String, String>) -> Option<Self> {
+        Some(Self {
+            after: parse_naive_date_time(m.get(LATE_AFTER_METADATA)?)?,
+            through: Cursor {
+                date_time: parse_naive_date_time(m.get(LATE_THROUGH_METADATA)?)?,
+                key: m.get(LATE_THROUGH_KEY_METADATA)?.parse().ok()?,
+            },
+            rows: m.get(LATE_ROWS_METADATA)?.parse().ok()?,
+        })
+    }
+}
 
 /// A cursor-store failure.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +163,15 @@ pub trait CursorStore {
 
     /// Sets the caught-up mark that the next [`Self::save`] stores beside the cursor.
     fn set_caught_up_through(&self, _through: NaiveDateTime) {}
+
+    /// The late-row window stored beside the cursor (read by [`Self::load`]); `None` when
+    /// the cursor was written without one.
+    fn late_window(&self) -> Option<LateWindow> {
+        None
+    }
+
+    /// Sets the late-row window that the next [`Self::save`] stores beside the cursor.
+    fn set_late_window(&self, _window: LateWindow) {}
 }
 
 /// The S3 cursor object.
@@ -125,25 +185,41 @@ pub struct S3CursorStore {
     etag: Mutex<Option<Option<String>>>,
     /// The caught-up mark: read with the object, written with every save.
     caught_up: Mutex<Option<NaiveDateTime>>,
+    /// The late-row window: read with the object, written with every save.
+    late: Mutex<Option<LateWindow>>,
 }
 
 impl S3CursorStore {
     /// A store for `s3://bucket/key`.
     pub fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
-        Self { client, bucket, key, etag: Mutex::new(None), caught_up: Mutex::new(None) }
+        Self {
+            client,
+            bucket,
+            key,
+            etag: Mutex::new(None),
+            caught_up: Mutex::new(None),
+            late: Mutex::new(None),
+        }
     }
 
-    /// Keeps the caught-up mark of an object's metadata (an unreadable one counts as
-    /// absent: the watchdog is then as strict as without a mark).
+    /// Keeps the caught-up mark and the late-row window of an object's metadata (an
+    /// unreadable mark counts as absent: the watchdog is then as strict as without one; an
+    /// unreadable window likewise: late rows are then not measured until the next one).
     fn remember_caught_up(&self, metadata: Option<&std::collections::HashMap<String, String>>) {
         let mark = metadata.and_then(|m| m.get(CAUGHT_UP_METADATA)).and_then(|t| parse_naive_date_time(t));
         *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mark;
+        let late = metadata.and_then(LateWindow::from_metadata);
+        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = late;
     }
 
-    /// The metadata a save writes: the caught-up mark, if any.
+    /// The metadata a save writes: the caught-up mark and the late-row window, those known.
     fn caught_up_metadata(&self) -> Option<std::collections::HashMap<String, String>> {
         let mark = *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        mark.map(|t| [(CAUGHT_UP_METADATA.to_string(), format_date_time(t))].into())
+        let late = *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m: std::collections::HashMap<String, String> =
+            mark.map(|t| (CAUGHT_UP_METADATA.to_string(), format_date_time(t))).into_iter().collect();
+        m.extend(late.into_iter().flat_map(LateWindow::to_metadata));
+        (!m.is_empty()).then_some(m)
     }
 
     /// A PutObject of `body` to the cursor object, carrying the caught-up mark; the caller
@@ -257,6 +333,14 @@ impl CursorStore for S3CursorStore {
     fn set_caught_up_through(&self, through: NaiveDateTime) {
         *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
     }
+
+    fn late_window(&self) -> Option<LateWindow> {
+        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_late_window(&self, window: LateWindow) {
+        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
+    }
 }
 
 impl S3CursorStore {
@@ -299,8 +383,9 @@ impl S3CursorStore {
     }
 
     /// After a failed precondition or lost answers: reads the object back; when it holds
-    /// exactly `sent` and this store's caught-up mark, this run's own write was committed
-    /// and its answer lost, so its ETag is adopted.
+    /// exactly `sent` and this store's metadata (the caught-up mark and the late-row
+    /// window), this run's own write was committed and its answer lost, so its ETag is
+    /// adopted.
     async fn adopt_own_write(&self, sent: &str) -> Result<(), StateError> {
         let read_back = async {
             let out =
@@ -312,7 +397,7 @@ impl S3CursorStore {
                     )
                 })?;
             let etag = out.e_tag().map(str::to_string);
-            let mark = out.metadata().and_then(|m| m.get(CAUGHT_UP_METADATA)).cloned();
+            let mark = out.metadata().cloned().unwrap_or_default();
             let body = crate::aws::read_capped(out.content_length(), out.body, STATE_OBJECT_MAX_BYTES)
                 .await
                 .map_err(|e| e.describe("the object", STATE_OBJECT_MAX_BYTES))?;
@@ -323,7 +408,7 @@ impl S3CursorStore {
                 "the write's precondition failed and reading the object back failed: {message}"
             ))
         })?;
-        let sent_mark = self.caught_up_metadata().and_then(|m| m.get(CAUGHT_UP_METADATA).cloned());
+        let sent_mark = self.caught_up_metadata().unwrap_or_default();
         if is_own_write(&body, sent) && mark == sent_mark {
             tracing::debug!("the cursor write was committed and its answer lost; adopting it");
             self.remember(etag);
@@ -348,13 +433,19 @@ pub(crate) struct MemoryCursorStore {
     /// Every cursor saved, in order.
     pub saved: Mutex<Vec<Cursor>>,
     caught_up: Mutex<Option<NaiveDateTime>>,
+    late: Mutex<Option<LateWindow>>,
 }
 
 #[cfg(test)]
 impl MemoryCursorStore {
     /// A store holding `cursor`.
     pub(crate) fn new(cursor: Option<Cursor>) -> Self {
-        Self { cursor: Mutex::new(cursor), saved: Mutex::new(Vec::new()), caught_up: Mutex::new(None) }
+        Self {
+            cursor: Mutex::new(cursor),
+            saved: Mutex::new(Vec::new()),
+            caught_up: Mutex::new(None),
+            late: Mutex::new(None),
+        }
     }
 }
 
@@ -377,6 +468,14 @@ impl CursorStore for MemoryCursorStore {
     fn set_caught_up_through(&self, through: NaiveDateTime) {
         *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
     }
+
+    fn late_window(&self) -> Option<LateWindow> {
+        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_late_window(&self, window: LateWindow) {
+        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +488,25 @@ mod tests {
         assert!(is_own_write(sent.as_bytes(), sent));
         assert!(!is_own_write(br#"{"pcr_key":"40","pcr_date_time":"2026-01-01 00:00:00"}"#, sent));
         assert!(!is_own_write(b"", sent));
+    }
+
+    #[test]
+    fn the_late_window_round_trips_through_metadata_and_needs_all_four_entries() {
+        let t = |s: &str| parse_naive_date_time(s).unwrap();
+        let w = LateWindow {
+            after: t("2026-03-06 14:02:00"),
+            through: Cursor { date_time: t("2026-03-06 17:02:00"), key: 3 },
+            rows: 3,
+        };
+        let m: std::collections::HashMap<String, String> = w.to_metadata().into_iter().collect();
+        assert_eq!(m["late-window-after"], "2026-03-06 14:02:00");
+        assert_eq!(m["late-window-through"], "2026-03-06 17:02:00");
+        assert_eq!(m["late-window-through-key"], "3");
+        assert_eq!(m["late-window-rows"], "3");
+        assert_eq!(LateWindow::from_metadata(&m), Some(w));
+        let mut partial = m.clone();
+        partial.remove("late-window-rows");
+        assert_eq!(LateWindow::from_metadata(&partial), None);
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The README's examples, run: every ```` ```console ```` block of `README.md` is executed
-//! by `trycmd` against the local stack and the demo data, and its output compared with
-//! what the README shows (`[..]` and `...` stand for what varies: times, durations,
+//! The README's examples, run: every ```` ```console ```` block of `README.md` and of
+//! `docs/switch-over.md` (the switch-over runbook) is executed by `trycmd` against the
+//! local stack and the demo data, and its output compared with what the page shows (`[..]` and `...` stand for what varies: times, durations,
 //! pseudonyms of this machine's salt, counts that depend on the demo's size and date).
 //!
 //! The commands run as a new user types them, from the repository root, with nothing
 //! sourced: the AWS and poller variables of the calling shell are removed, so
 //! `config/local.yaml` alone must reach the local stack. The examples that send or move a
-//! cursor use the scratch stream and bucket `pcr-scratch`, emptied first.
+//! cursor use the scratch stream and bucket `pcr-scratch`, emptied first. trycmd runs the
+//! two pages side by side, so the runbook's examples take no lease on the main cursor and
+//! keep their scratch cursors under keys of their own (`switch-over/`).
 //!
 //! Runs only with `PCR_README_TESTS=1` after `scripts/demo.sh` (scripts/test.sh does so
 //! after its demo step); otherwise it says so and passes. `TRYCMD=overwrite` with the same
@@ -87,6 +89,7 @@ fn main() {
         .register_bin("timeout", which("timeout"))
         .timeout(std::time::Duration::from_secs(120))
         .case(root.join("README.md"))
+        .case(root.join("docs/switch-over.md"))
         .run();
     let _ = std::fs::remove_file(root.join("would-send.jsonl"));
 }

@@ -6,6 +6,8 @@
 #   check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 #   zizmor --offline .github/workflows/                   (pinned actions, permissions, injection)
 #   scripts/checks/test_deploy_files.py                          (names, tags, trigger, role, config values)
+#   scripts/checks/cfn_policy.py --check      (the stack's policy is deploy/iam-policy.json's)
+#   cfn-lint deploy/pc-reserve-poller-stack.yaml
 #
 #   scripts/checks/lint-deploy.sh
 set -euo pipefail
@@ -36,3 +38,7 @@ echo "lint-deploy: zizmor $("$VENV/bin/zizmor" --version | awk '{print $NF}') --
 "$VENV/bin/zizmor" --offline --quiet .github/workflows/
 echo "lint-deploy: the deploy workflows and config templates name the Python service's deployment (scripts/checks/test_deploy_files.py)" >&2
 "$VENV/bin/python" scripts/checks/test_deploy_files.py
+echo "lint-deploy: the stack's task policy carries deploy/iam-policy.json's statements (scripts/checks/cfn_policy.py --check)" >&2
+"$VENV/bin/python" scripts/checks/cfn_policy.py --check
+echo "lint-deploy: cfn-lint $("$VENV/bin/cfn-lint" --version | awk '{print $NF}') deploy/pc-reserve-poller-stack.yaml" >&2
+"$VENV/bin/cfn-lint" deploy/pc-reserve-poller-stack.yaml

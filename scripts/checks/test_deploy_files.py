@@ -59,6 +59,28 @@ class DeployWorkflows(unittest.TestCase):
         self.check("production")
 
 
+class BuildImageWorkflow(unittest.TestCase):
+    """build-image.yml pushes one commit's image under its SHA and moves nothing else."""
+
+    def test_builds_a_ref_on_demand_and_pushes_only_the_sha(self) -> None:
+        wf = load(REPO / ".github" / "workflows" / "build-image.yml")
+        self.assertEqual(list(wf["on"]), ["workflow_dispatch"])
+        self.assertIn("ref", wf["on"]["workflow_dispatch"]["inputs"])
+        self.assertEqual(wf["permissions"], {"contents": "read"})
+        self.assertEqual(wf["env"]["ECR_REPOSITORY"], "pc-reserve-poller")
+        job = wf["jobs"]["build"]
+        self.assertEqual(job["permissions"]["id-token"], "write")
+        self.assertEqual(job.get("environment"), "qa")
+        checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout"))
+        self.assertEqual(checkout["with"]["ref"], "${{ inputs.ref }}")
+        self.assertIs(checkout["with"]["persist-credentials"], False)
+        script = "\n".join(s.get("run", "") for s in job["steps"])
+        self.assertIn('docker image push "$REGISTRY/$ECR_REPOSITORY:$SHA"', script)
+        self.assertNotIn("latest", script)
+        self.assertNotIn("--all-tags", script)
+        self.assertNotIn("update-service", script)
+
+
 class PinnedActions(unittest.TestCase):
     """Every workflow pins each action by a full commit SHA with its tag in a comment,
     has a top-level `permissions:` block and checks out without persisting credentials."""

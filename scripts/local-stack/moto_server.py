@@ -58,7 +58,42 @@
    Conditional S3 writes (`If-Match`, `If-None-Match`) are serialised, as S3 makes them
    atomic (moto checks the condition and writes without a lock).
 
-6. Decrypt with a `KeyId` that is not the ciphertext's key. Real KMS answers 400
+6. EventBridge `TestEventPattern` and CloudWatch Logs `TestMetricFilter`, which moto does
+   not implement (the first answers nothing, the second 500), answered as the real services
+   do, so the runbook's checks of the alarm stack run here
+   (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_TestEventPattern.html,
+   https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_TestMetricFilter.html).
+   Event patterns: exact values, `prefix`, `suffix`, `anything-but` (a value, a list, or
+   `prefix`), `exists`, `numeric`; an array in the event matches when one element does,
+   an array of objects when one object does, and a matcher other than `exists: false`
+   never matches a missing field
+   (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-event-patterns.html).
+   Filter patterns: terms (moto's own), space-delimited `[a, b = "X", ...]` (fields split
+   at spaces, `"..."` and `[...]` one field each, `=`/`!=` with `*` wildcards, numeric
+   comparisons, `...` for any number of fields) and JSON `{ $.a.b = "X" }` with `=`, `!=`,
+   numeric comparisons, `&&` and `||`
+   (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/FilterAndPatternSyntax.html);
+   anything else is refused with 400 InvalidParameterException rather than guessed.
+
+7. ECS `RunTask` of a task definition whose containers name no memory of their own. On
+   Fargate the task-level `memory` is enough and the container-level `memory` and
+   `memoryReservation` are optional
+   (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task_definition_parameters.html#container_definition_memory);
+   moto adds `None` to its resource count and answers 500. A container without either now
+   counts 0, as one that names neither on Fargate takes its share of the task's. And the
+   task's network interface (awsvpc) has a private DNS name
+   (`ip-<address>.<region>.compute.internal`, `ec2.internal` in us-east-1) whether or not
+   the VPC enables DNS hostnames, as EC2 reports one for every interface
+   (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-dns.html#vpc-dns-hostnames);
+   moto has none unless the VPC enables them, and its RunTask then answers 500.
+
+8. ECR image digests. ECR names an image by the SHA-256 of its manifest as pushed
+   (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-retag.html: the digest
+   of `put-image` with the manifest of `batch-get-image` is the original's); moto hashes
+   the layers' digests (a manifest without layers gets a random one), so two images could
+   share a digest. The digest is the manifest's hash here.
+
+9. Decrypt with a `KeyId` that is not the ciphertext's key. Real KMS answers 400
    `IncorrectKeyException` ("The key ID in the request does not identify a KMS key that can
    perform this operation": https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html,
    "KeyId" and "Errors"); moto 5.2.5 checks the key too but answers AccessDeniedException.
@@ -92,6 +127,50 @@ def _max_sequence_number(self) -> int:
 
 models.Shard.get_min_sequence_number = _min_sequence_number
 models.Shard.get_max_sequence_number = _max_sequence_number
+
+from types import SimpleNamespace  # noqa: E402
+
+from moto.ecs import models as ecs_models  # noqa: E402
+
+_MEMORY_KEYS = ("memory", "memoryReservation", "Memory", "MemoryReservation")
+_task_resources = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+def _task_resource_requirements(task_definition):
+    containers = [
+        c if any(c.get(k) is not None for k in _MEMORY_KEYS) else {**c, "memory": 0}
+        for c in task_definition.container_definitions
+    ]
+    return _task_resources(SimpleNamespace(container_definitions=containers))
+
+
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_resource_requirements)
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
+from moto.ec2.utils import generate_dns_from_ip  # noqa: E402
+
+
+def _eni_dns_name(self) -> str:
+    return self.__dict__.get("_pcr_private_dns_name") or generate_dns_from_ip(self.private_ip_address)
+
+
+def _set_eni_dns_name(self, value: str) -> None:
+    self.__dict__["_pcr_private_dns_name"] = value
+
+
+NetworkInterface.private_dns_name = property(_eni_dns_name, _set_eni_dns_name)
+
+import hashlib  # noqa: E402
+
+from moto.ecr import models as ecr_models  # noqa: E402
+
+
+def _ecr_image_digest(self) -> None:
+    manifest = self.image_manifest if isinstance(self.image_manifest, bytes) else self.image_manifest.encode("utf-8")
+    self._image_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+ecr_models.Image._create_digest = _ecr_image_digest
 
 from moto import settings  # noqa: E402  (after the patch, as the server imports models)
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
@@ -160,7 +239,7 @@ KmsResponse._determine_resource = _kms_resource
 KinesisResponse._determine_resource = _kinesis_resource
 
 
-# --- 6. Decrypt under another key ------------------------------------------------------------
+# --- 9. Decrypt under another key ------------------------------------------------------------
 
 
 class IncorrectKeyException(JsonRESTError):
@@ -326,6 +405,229 @@ def _control(environ, start_response):
         answer = LOST.list()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(answer).encode()]
+
+
+# --- 6. TestEventPattern and TestMetricFilter -----------------------------------------------
+
+_MISSING = object()
+
+
+def _pattern_value_matches(matcher, value) -> bool:
+    """One element of a pattern's array against one (non-array) event value."""
+    if not isinstance(matcher, dict):
+        if value is _MISSING:
+            return False
+        if isinstance(matcher, bool) or isinstance(value, bool):
+            return matcher is value
+        if isinstance(matcher, (int, float)) and isinstance(value, (int, float)):
+            return matcher == value
+        return type(matcher) is type(value) and matcher == value
+    (op, arg), = matcher.items()
+    if op == "exists":
+        return (value is not _MISSING) == bool(arg)
+    if value is _MISSING:
+        return False
+    if op == "prefix":
+        return isinstance(value, str) and value.startswith(arg)
+    if op == "suffix":
+        return isinstance(value, str) and value.endswith(arg)
+    if op == "anything-but":
+        if isinstance(arg, dict):
+            return not _pattern_value_matches(arg, value)
+        values = arg if isinstance(arg, list) else [arg]
+        return not any(_pattern_value_matches(v, value) for v in values)
+    if op == "numeric":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        checks = {"<": value.__lt__, "<=": value.__le__, "=": value.__eq__, ">": value.__gt__, ">=": value.__ge__}
+        return all(checks[arg[i]](arg[i + 1]) for i in range(0, len(arg), 2))
+    raise ValueError(f"unsupported matcher {op!r}")
+
+
+def _event_matches(pattern: dict, event) -> bool:
+    if isinstance(event, list):
+        return any(_event_matches(pattern, e) for e in event if isinstance(e, dict))
+    if not isinstance(event, dict):
+        return False
+    for key, sub in pattern.items():
+        value = event.get(key, _MISSING)
+        if isinstance(sub, dict):
+            if value is _MISSING or not _event_matches(sub, value):
+                return False
+            continue
+        if not isinstance(sub, list):
+            raise ValueError(f"the value of {key!r} must be an array or an object")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            values = [_MISSING]
+        if not any(_pattern_value_matches(m, v) for m in sub for v in values):
+            return False
+    return True
+
+
+_EVENT_REQUIRED = ("id", "account", "source", "time", "region", "resources", "detail-type")
+
+
+def _test_event_pattern(body: dict) -> tuple[str, dict]:
+    try:
+        pattern = json.loads(body.get("EventPattern", ""))
+        event = json.loads(body.get("Event", ""))
+    except ValueError as e:
+        return "400 Bad Request", {"__type": "InvalidEventPatternException", "message": f"not JSON: {e}"}
+    missing = [f for f in _EVENT_REQUIRED if f not in event]
+    if missing:
+        return "400 Bad Request", {
+            "__type": "InvalidEventPatternException",
+            "message": f"Event is missing required fields: {', '.join(missing)}",
+        }
+    try:
+        return "200 OK", {"Result": _event_matches(pattern, event)}
+    except (ValueError, TypeError, AttributeError) as e:
+        return "400 Bad Request", {"__type": "InvalidEventPatternException", "message": str(e)}
+
+
+def _split_fields(message: str) -> list[str]:
+    fields, i = [], 0
+    while i < len(message):
+        if message[i].isspace():
+            i += 1
+            continue
+        close = {'"': '"', "[": "]"}.get(message[i])
+        if close:
+            end = message.find(close, i + 1)
+            end = len(message) if end < 0 else end
+            fields.append(message[i + 1 : end])
+            i = end + 1
+            continue
+        end = i
+        while end < len(message) and not message[end].isspace():
+            end += 1
+        fields.append(message[i:end])
+        i = end
+    return fields
+
+
+_COMPARISON = re.compile(r"^\s*([\w$.\[\]]+)\s*(=|!=|<=|>=|<|>)\s*(.+?)\s*$")
+
+
+def _compare(actual, op: str, expected: str) -> bool:
+    if actual is _MISSING or actual is None:
+        return False
+    expected = expected.strip()
+    if expected.startswith('"') and expected.endswith('"') and len(expected) >= 2:
+        expected, numeric = expected[1:-1], False
+    else:
+        try:
+            number = float(expected)
+            numeric = True
+        except ValueError:
+            numeric = False
+    if numeric:
+        try:
+            value = float(actual)
+        except (TypeError, ValueError):
+            return op == "!="
+        return {"=": value == number, "!=": value != number, "<": value < number, "<=": value <= number,
+                ">": value > number, ">=": value >= number}[op]
+    if op not in ("=", "!="):
+        raise ValueError(f"{op} needs a number")
+    text = actual if isinstance(actual, str) else json.dumps(actual)
+    found = re.fullmatch(".*".join(re.escape(part) for part in expected.split("*")), text) is not None
+    return found if op == "=" else not found
+
+
+def _space_delimited(pattern: str, message: str):
+    specs = [p.strip() for p in pattern.strip()[1:-1].split(",")]
+    fields = _split_fields(message)
+    extracted: dict[str, str] = {}
+    i = 0
+    for n, spec in enumerate(specs, 1):
+        if spec == "...":
+            if n != len(specs):
+                raise ValueError("'...' is supported only as the last field")
+            return extracted
+        if i >= len(fields):
+            return None
+        m = _COMPARISON.match(spec)
+        name = m.group(1) if m else spec
+        if not re.fullmatch(r"\w+", name):
+            raise ValueError(f"unsupported field {spec!r}")
+        if m and not _compare(fields[i], m.group(2), m.group(3)):
+            return None
+        extracted[f"${name}"] = fields[i]
+        i += 1
+    return extracted if i == len(fields) else None
+
+
+def _json_path(document, path: str):
+    value = document
+    for part in re.findall(r"\.([\w-]+)|\[(\d+)\]", path[1:]):
+        key, index = part
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return _MISSING
+    return value
+
+
+def _json_pattern(pattern: str, message: str):
+    try:
+        document = json.loads(message)
+    except ValueError:
+        return None
+    body = pattern.strip()[1:-1]
+    def one(clause: str) -> bool:
+        m = _COMPARISON.match(clause.strip().strip("()"))
+        if not m or not m.group(1).startswith("$."):
+            raise ValueError(f"unsupported JSON condition {clause.strip()!r}")
+        return _compare(_json_path(document, m.group(1)), m.group(2), m.group(3))
+    if "&&" in body and "||" in body:
+        raise ValueError("mixing && and || is not supported here")
+    if "||" in body:
+        return {} if any(one(c) for c in body.split("||")) else None
+    return {} if all(one(c) for c in body.split("&&")) else None
+
+
+def _test_metric_filter(body: dict) -> tuple[str, dict]:
+    from moto.logs.utils import EventMessageFilter, UnsupportedFilterPattern
+
+    pattern = body.get("filterPattern", "")
+    matches = []
+    try:
+        for n, message in enumerate(body.get("logEventMessages") or [], 1):
+            stripped = pattern.strip()
+            if stripped.startswith("[") and stripped.endswith("]"):
+                extracted = _space_delimited(stripped, message)
+            elif stripped.startswith("{") and stripped.endswith("}"):
+                extracted = _json_pattern(stripped, message)
+            else:
+                term = EventMessageFilter(stripped)
+                if isinstance(term.filter_type, UnsupportedFilterPattern):
+                    raise ValueError(f"unsupported filter pattern {pattern!r}")
+                extracted = {} if term.matches(message) else None
+            if extracted is not None:
+                matches.append({"eventNumber": n, "eventMessage": message, "extractedValues": extracted})
+    except ValueError as e:
+        return "400 Bad Request", {"__type": "InvalidParameterException", "message": f"Invalid metric filter pattern: {e}"}
+    return "200 OK", {"matches": matches}
+
+
+_NOT_IN_MOTO = {
+    "AWSEvents.TestEventPattern": _test_event_pattern,
+    "Logs_20140328.TestMetricFilter": _test_metric_filter,
+}
+
+
+def _not_in_moto(environ, start_response, handler):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    try:
+        body = json.loads(environ["wsgi.input"].read(size) or b"{}")
+    except ValueError:
+        body = {}
+    status, answer = handler(body if isinstance(body, dict) else {})
+    return _answer(start_response, status, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(answer).encode())
 
 
 # --- 5. faults and the request log ----------------------------------------------------------
@@ -548,6 +850,9 @@ def _call(self, environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path.startswith("/_pcr/lost-responses"):
         return _control(environ, start_response)
+    handler = _NOT_IN_MOTO.get(environ.get("HTTP_X_AMZ_TARGET", ""))
+    if handler is not None:
+        return _not_in_moto(environ, start_response, handler)
     if path.startswith("/_pcr/faults"):
         return _faults_control(environ, start_response)
     if path.startswith("/_pcr/requests"):

@@ -1,6 +1,6 @@
 //! `cursor show` and `cursor set`: read the S3 cursor with its age and backlog, or move
 //! it with the same conditional write runs use. `cursor show --format json` prints the
-//! report as one JSON object.
+//! report as one JSON object, with the late rows counted since the last caught-up run.
 
 use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
@@ -9,7 +9,8 @@ use crate::app::{self, AppError};
 use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
 use crate::domain::{Cursor, format_date_time};
-use crate::state::{CursorStore as _, S3CursorStore, StateError};
+use crate::source::{ReservationSource as _, WindowBounds};
+use crate::state::{CursorStore as _, LateWindow, S3CursorStore, StateError};
 
 /// What `cursor show` prints.
 #[derive(Debug)]
@@ -24,6 +25,20 @@ pub(crate) struct CursorReport {
     pub behind: u64,
     /// Newest reservation in Envisionware.
     pub newest: Option<chrono::NaiveDateTime>,
+    /// The late-row window recorded beside the cursor and how many rows it holds now.
+    pub late: Option<(LateWindow, u64)>,
+}
+
+impl CursorReport {
+    /// Rows that appeared in the recorded window since it was counted (`None`: no window).
+    fn late_rows(&self) -> Option<u64> {
+        self.late.map(|(w, now)| now.saturating_sub(w.rows))
+    }
+
+    /// Rows that went from the recorded window since it was counted (`None`: no window).
+    fn deleted_rows(&self) -> Option<u64> {
+        self.late.map(|(w, now)| w.rows.saturating_sub(now))
+    }
 }
 
 impl std::fmt::Display for CursorReport {
@@ -53,7 +68,20 @@ impl std::fmt::Display for CursorReport {
             (Some(c), n) => super::lag(c, n).map_or_else(|| "-".into(), crate::progress::human_duration),
             (None, _) => "-".into(),
         };
-        write!(f, "behind        {} reservation(s) after it; newest {newest}; lag {lag}", self.behind)
+        writeln!(f, "behind        {} reservation(s) after it; newest {newest}; lag {lag}", self.behind)?;
+        match (self.late, self.late_rows(), self.deleted_rows()) {
+            (Some((w, _)), Some(late), Some(deleted)) => write!(
+                f,
+                "late rows     {late} appeared, {deleted} deleted in ({}, {}] since the last caught-up run counted {}",
+                format_date_time(w.after),
+                format_date_time(w.through.date_time),
+                w.rows
+            ),
+            _ => write!(
+                f,
+                "late rows     - (no window recorded beside the cursor; the next caught-up run records one)"
+            ),
+        }
     }
 }
 
@@ -73,6 +101,14 @@ impl CursorReport {
             "behind": self.behind,
             "newest": self.newest.map(format_date_time),
             "lag_seconds": self.cursor.and_then(|c| super::lag(c, self.newest)).map(secs),
+            "late_rows": self.late_rows(),
+            "deleted_rows": self.deleted_rows(),
+            "late_window": self.late.map(|(w, _)| serde_json::json!({
+                "after": format_date_time(w.after),
+                "through": format_date_time(w.through.date_time),
+                "through_key": w.through.key.to_string(),
+                "rows": w.rows,
+            })),
         })
     }
 }
@@ -110,12 +146,20 @@ pub async fn show(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppEr
     let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
     let behind = source.count_after(from, None).await.map_err(envisionware)?;
     let newest = source.newest().await.map_err(envisionware)?;
+    let late = match store.late_window() {
+        Some(w) => {
+            let bounds = WindowBounds { after: w.after, through: w.through };
+            source.count_windows(bounds, bounds).await.map_err(envisionware)?.map(|(now, _)| (w, now))
+        }
+        None => None,
+    };
     let report = CursorReport {
         location: format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource),
         cursor,
         written,
         behind,
         newest,
+        late,
     };
     match format {
         OutputFormat::Text => println!("{report}"),
@@ -210,11 +254,19 @@ mod tests {
             written: Some(written),
             behind: 4,
             newest: Some(t("2024-06-01 10:00:02")),
+            late: Some((
+                LateWindow {
+                    after: t("2024-06-01 07:00:00"),
+                    through: Cursor { date_time: t("2024-06-01 10:00:00"), key: 3 },
+                    rows: 5,
+                },
+                6,
+            )),
         };
         let now = written + chrono::Duration::seconds(90);
         assert_eq!(
             report.to_json(now).to_string(),
-            r#"{"behind":4,"exists":true,"lag_seconds":2,"location":"s3://b/k.json","newest":"2024-06-01 10:00:02","pcr_date_time":"2024-06-01 10:00:00","pcr_key":"3","written":"2024-06-01T10:00:00Z","written_age_seconds":90}"#
+            r#"{"behind":4,"deleted_rows":0,"exists":true,"lag_seconds":2,"late_rows":1,"late_window":{"after":"2024-06-01 07:00:00","rows":5,"through":"2024-06-01 10:00:00","through_key":"3"},"location":"s3://b/k.json","newest":"2024-06-01 10:00:02","pcr_date_time":"2024-06-01 10:00:00","pcr_key":"3","written":"2024-06-01T10:00:00Z","written_age_seconds":90}"#
         );
         let empty = CursorReport {
             location: "s3://b/k.json".into(),
@@ -222,10 +274,17 @@ mod tests {
             written: None,
             behind: 0,
             newest: None,
+            late: None,
         };
         assert_eq!(
             empty.to_json(now).to_string(),
-            r#"{"behind":0,"exists":false,"lag_seconds":null,"location":"s3://b/k.json","newest":null,"pcr_date_time":null,"pcr_key":null,"written":null,"written_age_seconds":null}"#
+            r#"{"behind":0,"deleted_rows":null,"exists":false,"lag_seconds":null,"late_rows":null,"late_window":null,"location":"s3://b/k.json","newest":null,"pcr_date_time":null,"pcr_key":null,"written":null,"written_age_seconds":null}"#
+        );
+        assert!(
+            report.to_string().ends_with(
+                "\nlate rows     1 appeared, 0 deleted in (2024-06-01 07:00:00, 2024-06-01 10:00:00] since the last caught-up run counted 5"
+            ),
+            "{report}"
         );
     }
 }

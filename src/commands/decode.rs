@@ -27,7 +27,7 @@ pub enum DecodeFrom {
 
 /// Prints one datum (the second argument says where it came from, for errors); answers
 /// whether to go on.
-type PrintDatum<'a> = dyn FnMut(&[u8], &dyn std::fmt::Display) -> Result<bool, AppError> + 'a;
+pub(crate) type PrintDatum<'a> = dyn FnMut(&[u8], &dyn std::fmt::Display) -> Result<bool, AppError> + 'a;
 
 async fn variable(
     raw: &RawConfig,
@@ -145,7 +145,9 @@ fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn from_stream(
+/// Hands every record of every shard of the stream `arn` to `print` (from the oldest, or
+/// from a time), until `print` says stop or the shards are read to their end.
+pub(crate) async fn from_stream(
     sdk: &aws_config::SdkConfig,
     arn: &str,
     from: &DecodeFrom,

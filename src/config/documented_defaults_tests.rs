@@ -356,3 +356,20 @@ fn decrypt_one_decrypts_only_the_variable_asked_for() {
     assert_eq!(err.to_string(), "SIERRA_DB_PASSWORD: is not in ENCRYPTED_VARIABLES");
     assert_eq!(kms.calls.load(Ordering::SeqCst), 1, "nothing else sent to KMS");
 }
+
+#[test]
+fn the_late_row_window_defaults_to_3_hours_is_off_at_0_and_stays_below_the_retention() {
+    // README: "default 3; 0 turns it off; must be below ENVISIONWARE_RETENTION_HOURS".
+    assert_eq!(with(&[]).unwrap().late_row_window, Duration::from_secs(3 * 3600));
+    assert_eq!(with(&[("LATE_ROW_WINDOW_HOURS", "0")]).unwrap().late_row_window, Duration::ZERO);
+    with(&[("LATE_ROW_WINDOW_HOURS", "47")]).unwrap();
+    for (window, retention) in [("48", "48"), ("49", "48"), ("5", "4")] {
+        let err = with(&[("LATE_ROW_WINDOW_HOURS", window), ("ENVISIONWARE_RETENTION_HOURS", retention)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("LATE_ROW_WINDOW_HOURS: must be below ENVISIONWARE_RETENTION_HOURS"),
+            "{window}/{retention}: {err}"
+        );
+    }
+}

@@ -249,6 +249,9 @@ pub struct Settings {
     /// Envisionware keeps a row; a row can have been purged unread only when the poller
     /// was last caught up longer ago than this.
     pub envisionware_retention: Duration,
+    /// `LATE_ROW_WINDOW_HOURS` (default 3, 0 is off, below `ENVISIONWARE_RETENTION_HOURS`):
+    /// the trailing window behind the cursor in which rows that appear late are counted.
+    pub late_row_window: Duration,
     /// `STOP_TIMEOUT_SECONDS` (default 20): how long a request in flight may still take
     /// after SIGTERM/SIGINT.
     pub stop_timeout: Duration,
@@ -641,6 +644,7 @@ fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
     let log_level = parse_log_level(v.optional(&var::LOG_LEVEL))?;
     let schema_url = schema_url(v)?;
     let retry = retry_policy(v)?;
+    let (envisionware_retention, late_row_window) = late_row_window(v)?;
     let lease_resource = match v.optional(&var::LEASE_RESOURCE) {
         Some(k) => k.to_string(),
         None if s3_resource.is_empty() => String::new(),
@@ -675,11 +679,27 @@ fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
         lease_ttl: v.seconds(&var::LEASE_TTL_SECONDS, true)?,
         settle_delay: v.seconds(&var::SETTLE_DELAY_SECONDS, false)?,
         cursor_max_age: v.hours(&var::CURSOR_MAX_AGE_HOURS, false)?,
-        envisionware_retention: v.hours(&var::ENVISIONWARE_RETENTION_HOURS, true)?,
+        envisionware_retention,
+        late_row_window,
         stop_timeout: v.seconds(&var::STOP_TIMEOUT_SECONDS, true)?,
         #[cfg(test)]
         secrets: Vec::new(),
     })
+}
+
+/// `ENVISIONWARE_RETENTION_HOURS` (at least 1) and `LATE_ROW_WINDOW_HOURS` (0, off, or below
+/// the retention, so that purging never shrinks the window between two runs).
+fn late_row_window(v: &Vars<'_>) -> Result<(Duration, Duration), ConfigError> {
+    use variables as var;
+    let retention = v.hours(&var::ENVISIONWARE_RETENTION_HOURS, true)?;
+    let window = v.hours(&var::LATE_ROW_WINDOW_HOURS, false)?;
+    if window >= retention {
+        return Err(invalid(
+            var::LATE_ROW_WINDOW_HOURS.name,
+            "must be below ENVISIONWARE_RETENTION_HOURS (rows older than the retention are purged, which would read as deleted rows); 0 turns it off",
+        ));
+    }
+    Ok((retention, window))
 }
 
 /// `KINESIS_BATCH_SIZE` (1 to 500, the PutRecords limit) and `ENVISIONWARE_BATCH_SIZE` (at
@@ -1160,6 +1180,7 @@ mod tests {
             effect("ENVISIONWARE_RETENTION_HOURS", "72", "259200s", |_, s| {
                 format!("{:?}", s.envisionware_retention)
             }),
+            effect("LATE_ROW_WINDOW_HOURS", "6", "21600s", |_, s| format!("{:?}", s.late_row_window)),
         ]
     }
 

@@ -175,6 +175,7 @@ variables! {
     SETTLE_DELAY_SECONDS: Optional, Kind::Seconds, Some("0"), WhenEncrypted, "read only rows this much older than Envisionware's NOW(); 0 is off";
     CURSOR_MAX_AGE_HOURS: Optional, Kind::Hours, Some("24"), WhenEncrypted, "warn when not caught up for this long";
     ENVISIONWARE_RETENTION_HOURS: Optional, Kind::Hours, Some("48"), WhenEncrypted, "how long Envisionware keeps a row";
+    LATE_ROW_WINDOW_HOURS: Optional, Kind::Hours, Some("3"), WhenEncrypted, "count rows appearing this far behind the cursor; 0 is off; below ENVISIONWARE_RETENTION_HOURS";
 }
 
 /// The connection variables of one database.

@@ -6,7 +6,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use sqlx::mysql::{MySql, MySqlPool};
 use sqlx::{Executor as _, Row as _, Statement as _};
 
-use super::{ReservationSource, Retention};
+use super::{ReservationSource, Retention, WindowBounds};
 use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::domain::{Cursor, Reservation};
 use crate::retry::{RetryPolicy, retry};
@@ -53,6 +53,24 @@ const COUNT_AFTER: &str = concat!("SELECT COUNT(*) FROM strad_bci WHERE ", after
 /// [`COUNT_AFTER`], before a time.
 const COUNT_AFTER_BEFORE: &str =
     concat!("SELECT COUNT(*) FROM strad_bci WHERE ", after_cursor!(), " AND pcrDateTime < ?");
+
+/// Whether a row lies in a late-row window, binding its `after`, `through` time twice and
+/// `through` key: `after < pcrDateTime` and `(pcrDateTime, pcrKey) <= through`.
+macro_rules! in_window {
+    () => {
+        "pcrDateTime > ? AND (pcrDateTime < ? OR (pcrDateTime = ? AND pcrKey <= ?))"
+    };
+}
+
+/// The rows of two late-row windows, in one range scan of the `(pcrDateTime, pcrKey)`
+/// index: the outer bounds (the earlier `after`, the later `through` time) come last.
+pub const COUNT_WINDOWS: &str = concat!(
+    "SELECT CAST(COALESCE(SUM(",
+    in_window!(),
+    "), 0) AS SIGNED) AS old_rows, CAST(COALESCE(SUM(",
+    in_window!(),
+    "), 0) AS SIGNED) AS new_rows FROM strad_bci WHERE pcrDateTime > ? AND pcrDateTime <= ?"
+);
 
 /// The newest reservation's time.
 const NEWEST: &str = "SELECT MAX(pcrDateTime) FROM strad_bci";
@@ -227,6 +245,26 @@ impl ReservationSource for Envisionware {
         let readable_through = now.checked_sub_signed(settle).unwrap_or(NaiveDateTime::MIN);
         Ok(Some(Retention { oldest, now, readable_through }))
     }
+
+    async fn count_windows(
+        &self,
+        old: WindowBounds,
+        new: WindowBounds,
+    ) -> Result<Option<(u64, u64)>, DbError> {
+        let bind_window = |q: sqlx::query::Query<'static, MySql, sqlx::mysql::MySqlArguments>,
+                           w: WindowBounds| {
+            q.bind(w.after).bind(w.through.date_time).bind(w.through.date_time).bind(w.through.key)
+        };
+        let query = bind_window(bind_window(sqlx::query(COUNT_WINDOWS), old), new)
+            .bind(old.after.min(new.after))
+            .bind(old.through.date_time.max(new.through.date_time));
+        let row = with_timeout(self.statement_timeout, query.fetch_one(&self.pool)).await?;
+        let count = |column: &str| -> Result<u64, DbError> {
+            let n: i64 = row.try_get(column).map_err(|e| DbError::from_sqlx(&e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(Some((count("old_rows")?, count("new_rows")?)))
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +282,13 @@ mod tests {
             READ_AFTER_SETTLED,
             format!(
                 "{columns} WHERE {keyset} AND pcrDateTime <= NOW() - INTERVAL ? SECOND ORDER BY pcrDateTime, pcrKey LIMIT ?"
+            )
+        );
+        let window = "pcrDateTime > ? AND (pcrDateTime < ? OR (pcrDateTime = ? AND pcrKey <= ?))";
+        assert_eq!(
+            COUNT_WINDOWS,
+            format!(
+                "SELECT CAST(COALESCE(SUM({window}), 0) AS SIGNED) AS old_rows, CAST(COALESCE(SUM({window}), 0) AS SIGNED) AS new_rows FROM strad_bci WHERE pcrDateTime > ? AND pcrDateTime <= ?"
             )
         );
         assert_eq!(COUNT_AFTER, format!("SELECT COUNT(*) FROM strad_bci WHERE {keyset}"));

@@ -24,6 +24,27 @@ pub trait ReservationSource {
     fn retention(&self) -> impl Future<Output = Result<Option<Retention>, DbError>> + Send {
         async { Ok(None) }
     }
+
+    /// The rows in each of two late-row windows, counted together (one statement for
+    /// Envisionware); `None` when the source cannot count. Never retried: a failed count
+    /// only leaves late rows unmeasured for one run.
+    fn count_windows(
+        &self,
+        _old: WindowBounds,
+        _new: WindowBounds,
+    ) -> impl Future<Output = Result<Option<(u64, u64)>, DbError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// A late-row window's bounds: rows with `after < pcrDateTime` and `(pcrDateTime, pcrKey)
+/// <= through` in cursor order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowBounds {
+    /// Lower bound on `pcrDateTime`, exclusive.
+    pub after: NaiveDateTime,
+    /// Upper bound in cursor order, inclusive.
+    pub through: Cursor,
 }
 
 /// The span of time a source still holds.

@@ -9,6 +9,7 @@ mod closure;
 mod databases;
 mod failure_line;
 mod guarantees;
+mod late_rows;
 mod least_privilege;
 mod precedence;
 mod process;
