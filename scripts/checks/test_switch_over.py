@@ -498,7 +498,7 @@ class SwitchOver(unittest.TestCase):
         skipped = {n: r for n, r in template["Resources"].items() if r["Type"] in SKIPPED_BY_MOTO}
         self.assertEqual(sorted(r["Type"] for r in skipped.values()), sorted(
             ["AWS::SNS::TopicPolicy", "AWS::SNS::Subscription", "AWS::Logs::MetricFilter", "AWS::Logs::MetricFilter",
-             "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Alarm"]))
+             "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Alarm"]))
         for name, resource in skipped.items():
             if "Condition" in resource:
                 self.assertTrue(resolve.conditions[resource["Condition"]], f"{name} is created with these parameters")
@@ -558,6 +558,11 @@ class SwitchOver(unittest.TestCase):
             self.assertEqual(alarm["Namespace"], "PcReservePoller")
             self.assertEqual(alarm["Dimensions"], [{"Name": "Environment", "Value": ENV}])
             self.assertEqual(alarm["Threshold"], 7200.0)
+        elif props["MetricName"] == "LateRows":
+            self.assertEqual(alarm["TreatMissingData"], "notBreaching")
+            self.assertEqual((alarm["Statistic"], alarm["Period"], alarm["ComparisonOperator"], alarm["Threshold"]),
+                             ("Maximum", 3600, "GreaterThanThreshold", 0.0))
+            self.assertEqual(alarm["Dimensions"], [{"Name": "Environment", "Value": ENV}])
         else:
             self.assertEqual(alarm["MetricName"], f"ErrorLogLines-{ENV}")
             self.assertEqual((alarm["Statistic"], alarm["Period"], alarm["ComparisonOperator"], alarm["Threshold"]),
