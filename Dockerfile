@@ -11,8 +11,8 @@
 # context (after .dockerignore) and builds it with cargo, without a container engine.
 
 # Base images are pinned by digest (the multi-arch index), the tag in the comment; a rebuild
-# takes exactly these bytes until the digest is changed here on purpose (README "Deployment
-# files" says how to refresh them).
+# takes exactly these bytes until the digest is changed here on purpose (docs/deploying.md,
+# "Deployment files", says how to refresh them).
 # rust:1-slim-bookworm
 FROM rust:1-slim-bookworm@sha256:94e9efa4033213dbb70d4f665527e7ece3944ddb7ba1dd2e43f6fd6e2490af58 AS build
 WORKDIR /src

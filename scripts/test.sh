@@ -9,7 +9,7 @@
 # (scripts/fault-suite.sh --quick), then a small end-to-end demo run checked by an
 # independent oracle (scripts/demo/verify_demo.py), the switch-over runbook's aws commands and
 # the alarm stack against a moto of their own (scripts/checks/test_switch_over.py), the examples
-# of the README and docs/switch-over.md against that demo (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
+# of the README, docs/ and CONTRIBUTING.md against that demo (tests/readme.rs) and local-stack.sh's port checks (scripts/local-stack/test-local-stack.sh).
 #
 #   scripts/test.sh            everything
 #   PCR_SKIP_LINT=1 scripts/test.sh   skip fmt/clippy (quicker local loops)
@@ -65,7 +65,7 @@ PCR_DEMO_QUIET=1 timeout 900 scripts/demo.sh 3000
 step "the switch-over runbook's aws commands and the alarm stack against moto; the stack's ERROR filters against the demo build's failures (scripts/checks/test_switch_over.py)"
 timeout 600 .venv/bin/python scripts/checks/test_switch_over.py
 
-step "the README's and docs/switch-over.md's examples, run against the demo (tests/readme.rs)"
+step "the examples of the README, docs/ and CONTRIBUTING.md, run against the demo (tests/readme.rs)"
 PCR_README_TESTS=1 timeout 900 cargo test --locked --test readme
 
 step "local-stack.sh refuses a port held by something that does not work (scripts/local-stack/test-local-stack.sh)"

@@ -122,7 +122,7 @@ impl AppError {
 
     /// The stage that failed, as the message starts (`configuration`, `schema`,
     /// `Envisionware`, `cursor store`, `check`, ...): the `stage` field of the line that
-    /// ends a failed command (README "The failure line").
+    /// ends a failed command (`docs/deploying.md`, "The failure line").
     pub fn stage(&self) -> String {
         let fixed = match self {
             Self::Config(_) => "configuration",

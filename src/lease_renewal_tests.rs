@@ -1,4 +1,4 @@
-//! The README's lease rules ("One runner at a time"), beyond the tests in `lease.rs`:
+//! The lease rules (`docs/delivery.md`, "One runner at a time"), beyond the tests in `lease.rs`:
 //! renewal every third of `LEASE_TTL_SECONDS` and what it keeps out, the expiry instant,
 //! the object's `{"owner", "acquired_at", "expires_at"}`, owner names, a lost race to
 //! create the lease, and a lapsed holder's release.

@@ -1,4 +1,4 @@
-//! The run loop (SPEC section 3), the one place where the stages meet:
+//! The run loop (behaviour §3, `docs/behaviour.md`), the one place where the stages meet:
 //!
 //! `cursor store -> Envisionware batch -> records (Sierra, pseudonyms, Redshift) ->
 //! Avro datums -> Kinesis requests -> cursor store`.
@@ -106,7 +106,8 @@ impl From<SinkError> for RunError {
     }
 }
 
-/// The stages a run uses. Each is a trait object of its stage so tests can swap in fakes.
+/// The stages a run uses, each a type parameter bound by its stage's trait (static dispatch,
+/// no trait objects), so tests can swap in fakes.
 #[derive(Debug)]
 pub struct Stages<Src, Pat, Geo, Store, Put> {
     /// Where reservations are read (Envisionware in production).

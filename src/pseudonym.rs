@@ -129,7 +129,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The kernel the pipeline uses (the fastest one measured; see README, Performance).
+    /// The kernel the pipeline uses (the fastest one measured; see `docs/performance.md`).
     pub const DEFAULT: Kernel = Kernel::Lanes4;
 
     /// Every kernel.

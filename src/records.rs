@@ -1,4 +1,4 @@
-//! Builds `PcReserve` records from a batch of reservations (SPEC section 4): Sierra for
+//! Builds `PcReserve` records from a batch of reservations (behaviour §4, `docs/behaviour.md`): Sierra for
 //! the batch's distinct barcodes, one bcrypt pseudonym per distinct value, Redshift for
 //! the distinct pseudonymous patron ids of found patrons.
 //!

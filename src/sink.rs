@@ -358,7 +358,7 @@ mod tests {
             .expect("gave up within 30 s")
             .unwrap_err();
         assert!(matches!(err, SinkError::NoProgress { failed: 2, total: 4, attempts: 10, .. }), "{err}");
-        // README: "the run fails (cursor intact) only after 10 attempts in a row without
+        // docs/delivery.md: "the run fails (cursor intact) only after 10 attempts in a row without
         // progress". The first call made progress (2 of 4); then 10 in a row did not.
         assert_eq!(*s.inner().calls.lock().unwrap(), [4, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
     }

@@ -19,8 +19,8 @@
 //! read saw: Envisionware's clock at that read. The retention watchdog uses it to tell an
 //! empty table from rows purged before they were read. It also carries the late-row
 //! window ([`LateWindow`]): how many rows Envisionware held just behind the cursor when the
-//! last caught-up run ended, which the next one counts again (README, "Late rows behind
-//! the cursor").
+//! last caught-up run ended, which the next one counts again (`docs/delivery.md`, "Late
+//! rows behind the cursor").
 
 use std::future::Future;
 use std::sync::Mutex;

@@ -1,24 +1,34 @@
-//! The README's examples, run: every ```` ```console ```` block of `README.md` and of
-//! `docs/switch-over.md` (the switch-over runbook) is executed by `trycmd` against the
-//! local stack and the demo data, and its output compared with what the page shows (`[..]` and `...` stand for what varies: times, durations,
-//! pseudonyms of this machine's salt, counts that depend on the demo's size and date).
+//! The documentation's examples, run: every ```` ```console ```` block of `README.md`, of
+//! the pages it links to (`docs/operating.md`, `docs/deploying.md`, `CONTRIBUTING.md`) and
+//! of `docs/switch-over.md` (the switch-over runbook) is executed by `trycmd` against the
+//! local stack and the demo data, and its output compared with what the page shows (`[..]`
+//! and `...` stand for what varies: times, durations, pseudonyms of this machine's salt,
+//! counts that depend on the demo's size and date).
 //!
 //! The commands run as a new user types them, from the repository root, with nothing
 //! sourced: the AWS and poller variables of the calling shell are removed, so
 //! `config/local.yaml` alone must reach the local stack. The examples that send or move a
-//! cursor use the scratch stream and bucket `pcr-scratch`, emptied first. trycmd runs the
-//! two pages side by side, so the runbook's examples take no lease on the main cursor and
-//! keep their scratch cursors under keys of their own (`switch-over/`).
+//! cursor use the scratch stream and bucket `pcr-scratch`, emptied first.
+//!
+//! trycmd runs the files of one `TestCases` side by side. The README and the runbook run
+//! together: the runbook's examples take no lease on the main cursor and keep their scratch
+//! cursors under keys of their own (`switch-over/`). The other pages share the main lease
+//! and the scratch stream with the README (their examples were written as one sequence), so
+//! each runs after it, one page at a time, in `PAGES_IN_TURN`'s order.
 //!
 //! Runs only with `PCR_README_TESTS=1` after `scripts/demo.sh` (scripts/test.sh does so
 //! after its demo step); otherwise it says so and passes. `TRYCMD=overwrite` with the same
-//! command rewrites the README's outputs from the actual ones (wildcards are kept where
+//! command rewrites the pages' outputs from the actual ones (wildcards are kept where
 //! they still match).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pc-reserve-poller");
+
+/// The pages whose examples share state with the README's, run one after another in this
+/// order once the README and the runbook are done.
+const PAGES_IN_TURN: [&str; 3] = ["docs/operating.md", "docs/deploying.md", "CONTRIBUTING.md"];
 
 /// Variables of the calling shell that would make the examples work by accident.
 const SHELL_VARIABLES: [&str; 13] = [
@@ -83,13 +93,21 @@ fn main() {
         std::env::set_var("PATH", path);
     }
 
-    trycmd::TestCases::new()
-        .register_bin("pc-reserve-poller", Path::new(BIN))
-        .register_bin("head", which("head"))
-        .register_bin("timeout", which("timeout"))
-        .timeout(std::time::Duration::from_secs(120))
-        .case(root.join("README.md"))
-        .case(root.join("docs/switch-over.md"))
-        .run();
+    let cases = |pages: &[&str]| {
+        let cases = trycmd::TestCases::new();
+        cases
+            .register_bin("pc-reserve-poller", Path::new(BIN))
+            .register_bin("head", which("head"))
+            .register_bin("timeout", which("timeout"))
+            .timeout(std::time::Duration::from_secs(120));
+        for page in pages {
+            cases.case(root.join(page));
+        }
+        cases.run();
+    };
+    cases(&["README.md", "docs/switch-over.md"]);
+    for page in PAGES_IN_TURN {
+        cases(&[page]);
+    }
     let _ = std::fs::remove_file(root.join("would-send.jsonl"));
 }

@@ -11,7 +11,7 @@ Subcommands:
                        expected values, or with --fresh, i.e. after moto was restarted)
   status               one line: key, stream, bucket, config state
   scratch              create or empty the stream and bucket `pcr-scratch` (1 shard), which
-                       the README's examples that send or move a cursor use
+                       the examples of docs/ that send or move a cursor use
   reset                empty the stream (delete and recreate it, same ARN) and delete every
                        object in the state bucket (cursor, lease); the config stays valid
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pcr_common as c  # noqa: E402
 
 CONFIG_FILE = c.REPO_ROOT / "config" / "local.yaml"
-# The stream and bucket of the README's examples that send or move a cursor.
+# The stream and bucket of the examples (docs/operating.md, ...) that send or move a cursor.
 SCRATCH = "pcr-scratch"
 SALT_RE = re.compile(r"^\$2[ab]\$(\d\d)\$[./A-Za-z0-9]{21}[.Oeu]$")
 

@@ -5,7 +5,7 @@
 //!
 //! `backfill --only-missing` sends only the rows of the range whose pseudonymous `key` is
 //! not among the records on the stream (read from [`STREAM_LOOKBACK`] before `T1`): the
-//! delivery of late rows (README, "Late rows behind the cursor"). It keeps no cursor object:
+//! delivery of late rows (`docs/delivery.md`, "Late rows behind the cursor"). It keeps no cursor object:
 //! comparing with the stream makes it safe to run again.
 
 use std::collections::HashSet;

@@ -51,7 +51,7 @@ pub async fn run(config: &ConfigArgs, args: RunArgs) -> Result<(), AppError> {
             Err(e) if e.exit_code() == app::EXIT_CONFLICT => return Err(e),
             Err(e) if stop.reason().is_some() => return Err(e),
             // One ERROR line per failed run, in the shape of the line that ends a failed
-            // command (README "The failure line"), without an exit code: the loop goes on.
+            // command (`docs/deploying.md`, "The failure line"), without an exit code: the loop goes on.
             Err(e) => tracing::error!(stage = %e.stage(), "{e} (trying again at the next interval)"),
         }
         if stop.reason().is_some() {

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Fault suite against the local stack (README: "Faults tried"). Uses its own databases,
+# Fault suite against the local stack (docs/delivery.md: "Faults tried"). Uses its own databases,
 # bucket and stream per scenario; never stops the shared servers.
 #
 #   scripts/fault-suite.sh            every fault, 20 SIGKILLs (about 2-3 minutes)
 #   scripts/fault-suite.sh --quick    the CI-sized subset (5 SIGKILLs, fewer rows)
-#   scripts/fault-suite.sh --table    also print the README's Markdown table
+#   scripts/fault-suite.sh --table    also print docs/delivery.md's Markdown table
 #   scripts/fault-suite.sh --only kill --kills 50
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -407,11 +407,11 @@ def scenario_kill(binary, kills, rows):
             raise SystemExit(f"kill: none of the {len(kill_times)} SIGKILLs landed while a PutRecords request was in flight")
         lost, dups = check_complete(env, "kill")
         per_crash.append(dups - (prev_dups or 0))
-        # README ("Losing nothing, duplicating little"): a crash re-sends at most one
+        # docs/delivery.md ("Losing nothing, duplicating little"): a crash re-sends at most one
         # request's worth of records, KINESIS_BATCH_SIZE (50 here).
         batch_size = int(variables["KINESIS_BATCH_SIZE"])
         if batch_size != 50:
-            raise SystemExit(f"kill: KINESIS_BATCH_SIZE is {batch_size}, the README's table assumes 50")
+            raise SystemExit(f"kill: KINESIS_BATCH_SIZE is {batch_size}, docs/delivery.md's table assumes 50")
         over = [n for n in per_crash if n > 50]
         if over:
             raise SystemExit(f"kill: a crash caused {max(over)} duplicates, more than KINESIS_BATCH_SIZE (50); per crash {per_crash}")

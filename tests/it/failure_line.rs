@@ -1,4 +1,4 @@
-//! The line that ends a command which did not succeed (README "The failure line"): with
+//! The line that ends a command which did not succeed (`docs/deploying.md`, "The failure line"): with
 //! text and JSON logs, whatever the command, a failure (exit codes 1, 2, 7, ...) leaves
 //! exactly one line at level ERROR, written through the logger in the configured format,
 //! naming the stage, the cause and the exit code; a run refused by the lease (exit 3) one

@@ -1,6 +1,6 @@
 //! Late rows behind the cursor, against the local stack: rows that appear (or go) behind
 //! the cursor after a caught-up run passed them are counted by the next caught-up run in
-//! the window recorded beside the cursor (README, "Late rows behind the cursor"), and
+//! the window recorded beside the cursor (`docs/delivery.md`, "Late rows behind the cursor"), and
 //! `backfill --only-missing` delivers them without duplicating the others.
 //!
 //! The rows are dated March 2026, so the runs raise `ENVISIONWARE_RETENTION_HOURS` and

@@ -1,7 +1,8 @@
 //! Whole runs through the library against the local stack: the rules of behaviour §4
-//! end to end, batching, MAX_BATCHES, IGNORE_CACHE, resuming, tie groups.
+//! end to end, batching, MAX_BATCHES, IGNORE_CACHE, resuming, tie groups, and
+//! `PSEUDONYM_KERNEL=crate` on one thread giving the pseudonyms bcrypt itself computes.
 
-use crate::support::{TestEnv, by_key, dt, p, row};
+use crate::support::{SALT, TestEnv, by_key, dt, p, row};
 use pc_reserve_poller::app::AppError;
 use pc_reserve_poller::domain::{Cursor, RetrievalStatus};
 use pc_reserve_poller::pipeline::RunError;
@@ -263,5 +264,30 @@ async fn a_missing_cursor_object_without_a_start_is_an_error() {
     assert!(matches!(err, AppError::Run(RunError::NoCursor(_))), "{err}");
     assert!(err.to_string().contains("PCR_DATE_TIME"), "{err}");
     assert!(env.sent().await.is_empty());
+    env.cleanup().await;
+}
+
+/// The pseudonym of `input` computed with the bcrypt crate directly.
+fn bcrypt_pseudonym(input: &[u8]) -> String {
+    use base64::Engine as _;
+    let raw = bcrypt::BASE_64.decode(&SALT[7..]).unwrap();
+    let salt: [u8; 16] = raw.as_slice().try_into().unwrap();
+    let full = bcrypt::hash_with_salt(input, 4, salt).unwrap().format_for_version(bcrypt::Version::TwoB);
+    full[29..].to_string()
+}
+
+#[tokio::test]
+async fn a_run_with_pseudonym_kernel_crate_and_one_thread_sends_the_same_pseudonyms() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many(9)).await;
+    let summary =
+        env.run(&[("PSEUDONYM_KERNEL", Some("crate")), ("PSEUDONYM_THREADS", Some("1"))]).await.unwrap();
+    assert_eq!(summary.records(), 9);
+    let sent = by_key(&env.sent().await);
+    let expected: Vec<String> = (1..=9).map(|k| bcrypt_pseudonym(k.to_string().as_bytes())).collect();
+    assert_eq!(
+        sent.keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        expected.into_iter().collect()
+    );
     env.cleanup().await;
 }

@@ -122,7 +122,7 @@ async fn without_list_bucket_no_command_reads_a_missing_object_and_a_first_run_s
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let line = stderr.lines().find(|l| l.contains("may not exist yet")).unwrap_or_else(|| panic!("{stderr}"));
-    // The line the README shows (section "Deploying").
+    // The line `docs/deploying.md` shows (section "Deploying").
     let readme = format!(
         "cursor store: s3://{}/poller/state.json: AccessDenied: Access Denied: the cursor object may not exist yet (without s3:ListBucket on the bucket S3 answers 403 for a missing object), or the role lacks s3:GetObject on it; to start from a given point create it with `pc-reserve-poller cursor set --date-time 'YYYY-MM-DD HH:MM:SS' --key N`",
         env.bucket

@@ -1,5 +1,6 @@
-//! Crash safety against the local stack: the lease (one runner at a time), the retention
-//! watchdog, and the settle delay's cover for late commits and November's repeated hour.
+//! Crash safety against the local stack: the lease (one runner at a time), exit 4 when
+//! another writer moves the cursor mid-run, the retention watchdog, and the settle delay's
+//! cover for late commits and November's repeated hour.
 
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use pc_reserve_poller::source::ReservationSource as _;
 use pc_reserve_poller::source::envisionware::Envisionware;
 use sqlx::mysql::MySqlPoolOptions;
 
+use crate::process::{RUN_LIMIT, kill_after, output_of};
+use crate::stopping::{PACED, poller, wait_for_first_cursor};
 use crate::support::{TestEnv, by_key, dt, many_rows, p, row, s3_client};
 
 const LEASE_KEY: &str = "poller/state.json.lease";
@@ -250,5 +253,23 @@ async fn signal_free_runs_keep_the_record_for_every_key() {
     env.run(&[]).await.unwrap();
     let sent = by_key(&env.sent().await);
     assert!((1..=4).all(|k| sent.contains_key(&p(&k.to_string()))));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_run_exits_4_when_another_writer_moves_the_cursor_and_leaves_it_alone() {
+    let env = TestEnv::new().await;
+    env.insert_rows(&many_rows(600)).await;
+    let child = poller(&env, &PACED).spawn().unwrap();
+    let _bound = kill_after(child.id(), RUN_LIMIT);
+    wait_for_first_cursor(&env).await;
+    // Another writer (a second poller without the lease, an operator) moves the cursor.
+    let other = r#"{"pcr_key": "3", "pcr_date_time": "2024-06-01 10:00:00"}"#;
+    env.put_cursor_object(other).await;
+    let out = tokio::task::spawn_blocking(move || output_of(child, RUN_LIMIT)).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("was changed by another writer since this run read it"), "{stderr}");
+    assert_eq!(env.cursor_object().await.as_deref(), Some(other), "the other writer's cursor is kept");
     env.cleanup().await;
 }

@@ -363,7 +363,7 @@ async fn envisionware_refuses_a_cleartext_password_request_over_plain_tcp() {
     let received = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
     assert!(
         received.windows(password.len()).any(|w| w == password.as_bytes()),
-        "sqlx-mysql no longer sends the password to a greeting naming mysql_clear_password: update README (Database TLS)"
+        "sqlx-mysql no longer sends the password to a greeting naming mysql_clear_password: update docs/security.md (Database TLS)"
     );
 }
 

@@ -9,6 +9,8 @@ use base64::Engine as _;
 use sqlx::{Connection as _, Executor as _};
 
 use crate::binary::{BIN, run_bin, tempdir, write_config};
+use crate::process::{RUN_LIMIT, output_within};
+use crate::stopping::poller;
 use crate::support::{TestEnv, by_key, many_rows, p, row};
 
 fn text(bytes: &[u8]) -> String {
@@ -627,4 +629,34 @@ async fn decode_fetches_the_schema_with_schema_timeout_seconds_and_the_retry_pol
         "{took:?}"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `check` with `extra` and returns (exit code, stdout + stderr).
+fn check(env: &TestEnv, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = poller(env, extra);
+    cmd.arg("check");
+    let out = output_within(&mut cmd, RUN_LIMIT);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn check_exits_7_naming_s3_schema_sierra_or_redshift_when_each_fails() {
+    let env = TestEnv::new().await;
+    let (code, text) = check(&env, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains('✗'), "{text}");
+    for (name, value, line) in [
+        ("S3_BUCKET", "pcr-no-such-bucket", "✗ S3 cursor"),
+        ("PC_RESERVE_SCHEMA_URL", "http://127.0.0.1:1/api/v0.1/current-schemas/PcReserve", "✗ schema"),
+        ("SIERRA_DB_PORT", "1", "✗ Sierra"),
+        ("REDSHIFT_DB_PORT", "1", "✗ Redshift"),
+    ] {
+        let (code, text) = check(&env, &[(name, value)]);
+        assert_eq!(code, Some(7), "{name}: {text}");
+        assert!(text.lines().any(|l| l.starts_with(line)), "{name}: no `{line}` line in {text}");
+        assert_eq!(text.matches('✗').count(), 1, "{name}: only that dependency fails: {text}");
+        assert!(text.contains("check: 1 of the dependencies failed"), "{name}: {text}");
+    }
+    env.cleanup().await;
 }
