@@ -535,7 +535,7 @@ class SwitchOver(unittest.TestCase):
         lines = [ERROR_TEXT, ERROR_JSON, *NOT_FAILURES]
         matched = [m["eventMessage"] for m in logs.test_metric_filter(filterPattern=props["FilterPattern"], logEventMessages=lines)["matches"]]
         want = {"[time, level = \"ERROR\", ...]": [ERROR_TEXT], "{ $.level = \"ERROR\" }": [ERROR_JSON]}
-        self.assertIn(props["FilterPattern"], want, "the README and the issue name these two patterns")
+        self.assertIn(props["FilterPattern"], want, "docs/deploying.md names these two patterns")
         self.assertEqual(matched, want[props["FilterPattern"]])
 
     def check_alarm(self, props: dict, topic: str) -> None:
