@@ -509,124 +509,13 @@ impl LeaseStore for S3LeaseStore {
     }
 }
 
-/// An object's body and ETag.
 #[cfg(test)]
-type StoredObject = (Vec<u8>, String);
-
-/// An in-memory lease store with S3's conditional semantics (for unit tests).
-#[cfg(test)]
-#[derive(Debug, Default, Clone)]
-pub(crate) struct MemoryLeaseStore {
-    object: Arc<Mutex<Option<StoredObject>>>,
-    version: Arc<std::sync::atomic::AtomicU64>,
-    lost_answers: Arc<std::sync::atomic::AtomicU32>,
-    missing_reads: Arc<std::sync::atomic::AtomicU32>,
-}
-
-#[cfg(test)]
-impl MemoryLeaseStore {
-    fn next_etag(&self) -> String {
-        format!("\"v{}\"", self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-    }
-
-    /// Overwrites the object unconditionally (a test stands in for another runner).
-    pub(crate) fn force(&self, body: &str) {
-        let etag = self.next_etag();
-        *lock(&self.object) = Some((body.as_bytes().to_vec(), etag));
-    }
-
-    /// The current body, if any.
-    pub(crate) fn body(&self) -> Option<String> {
-        lock(&self.object).as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
-    }
-
-    /// The next `n` writes (create, replace, delete) are committed and their answer is
-    /// lost: the caller sees what the SDK's retry of the same conditional request would
-    /// get (412 for a write, 404 for a delete), as from S3 after a 500.
-    pub(crate) fn lose_answers(&self, n: u32) {
-        self.lost_answers.store(n, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// How many reads found no object (S3 would have answered them 403 without
-    /// `s3:ListBucket`).
-    pub(crate) fn missing_reads(&self) -> u32 {
-        self.missing_reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn answer_lost(&self) -> bool {
-        self.lost_answers
-            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
-                n.checked_sub(1)
-            })
-            .is_ok()
-    }
-}
-
-#[cfg(test)]
-impl LeaseStore for MemoryLeaseStore {
-    fn location(&self) -> String {
-        "memory/lease".into()
-    }
-
-    async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
-        let obj = lock(&self.object).clone();
-        if obj.is_none() {
-            self.missing_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(obj)
-    }
-
-    async fn create(&self, body: String) -> Result<Written, LeaseError> {
-        let mut obj = lock(&self.object);
-        if obj.is_some() {
-            return Ok(Written::PreconditionFailed);
-        }
-        let etag = self.next_etag();
-        *obj = Some((body.into_bytes(), etag.clone()));
-        if self.answer_lost() {
-            return Ok(Written::PreconditionFailed);
-        }
-        Ok(Written::Ok(etag))
-    }
-
-    async fn replace(&self, etag: &str, body: String) -> Result<Written, LeaseError> {
-        let mut obj = lock(&self.object);
-        match obj.as_ref() {
-            Some((_, current)) if current == etag => {
-                let etag = self.next_etag();
-                *obj = Some((body.into_bytes(), etag.clone()));
-                if self.answer_lost() {
-                    return Ok(Written::PreconditionFailed);
-                }
-                Ok(Written::Ok(etag))
-            }
-            _ => Ok(Written::PreconditionFailed),
-        }
-    }
-
-    async fn delete(&self, etag: &str) -> Result<Deleted, LeaseError> {
-        let mut obj = lock(&self.object);
-        match obj.as_ref() {
-            Some((_, current)) if current == etag => {
-                *obj = None;
-                if self.answer_lost() {
-                    return Ok(Deleted::Gone);
-                }
-                Ok(Deleted::Ok)
-            }
-            Some(_) => Ok(Deleted::Changed),
-            None => Ok(Deleted::Gone),
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "lease_renewal_tests.rs"]
 mod renewal_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::MemoryLeaseStore;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -632,7 +632,7 @@ mod tests {
     use crate::pseudonym::Salt;
     use crate::retry::RetryPolicy;
     use crate::sink::{OutgoingRecord, PutOutcome};
-    use crate::state::MemoryCursorStore;
+    use crate::test_support::MemoryCursorStore;
 
     /// `n` reservations with keys 1..=n, one second apart.
     struct Rows(Vec<Reservation>);

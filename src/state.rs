@@ -425,59 +425,6 @@ pub(crate) fn is_own_write(stored: &[u8], sent: &str) -> bool {
     stored == sent.as_bytes()
 }
 
-/// A cursor kept in memory, for unit tests.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(crate) struct MemoryCursorStore {
-    cursor: Mutex<Option<Cursor>>,
-    /// Every cursor saved, in order.
-    pub saved: Mutex<Vec<Cursor>>,
-    caught_up: Mutex<Option<NaiveDateTime>>,
-    late: Mutex<Option<LateWindow>>,
-}
-
-#[cfg(test)]
-impl MemoryCursorStore {
-    /// A store holding `cursor`.
-    pub(crate) fn new(cursor: Option<Cursor>) -> Self {
-        Self {
-            cursor: Mutex::new(cursor),
-            saved: Mutex::new(Vec::new()),
-            caught_up: Mutex::new(None),
-            late: Mutex::new(None),
-        }
-    }
-}
-
-#[cfg(test)]
-impl CursorStore for MemoryCursorStore {
-    async fn load(&self) -> Result<Option<Cursor>, StateError> {
-        Ok(*self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    async fn save(&self, cursor: Cursor) -> Result<(), StateError> {
-        *self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cursor);
-        self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(cursor);
-        Ok(())
-    }
-
-    fn caught_up_through(&self) -> Option<NaiveDateTime> {
-        *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set_caught_up_through(&self, through: NaiveDateTime) {
-        *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
-    }
-
-    fn late_window(&self) -> Option<LateWindow> {
-        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set_late_window(&self, window: LateWindow) {
-        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::*;
+use crate::test_support::MemoryLeaseStore;
 
 /// Writes the store has taken so far (the create, then one per renewal).
 fn writes(store: &MemoryLeaseStore) -> u64 {
