@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 
-use crate::aws::{AwsSettings, s3_path_style, sdk_config};
+use crate::aws::{AwsSettings, AwsTarget, s3_path_style, sdk_config};
 use crate::config::kms::KmsDecrypter;
 use crate::config::{ConfigError, RawConfig, Settings};
 use crate::db::{DbError, connect_mysql, connect_pg, pg_options};
@@ -169,7 +169,7 @@ pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSett
     let aws = raw.aws_settings();
     let sdk = sdk_config(&aws).await;
     let key_id = raw.kms_key_id()?;
-    let settings = raw.resolve(&KmsDecrypter::new(&sdk, key_id)).await?;
+    let settings = raw.resolve(&KmsDecrypter::new(&sdk, aws.target(), key_id)).await?;
     Ok((settings, sdk, aws))
 }
 
@@ -181,7 +181,7 @@ pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
         secrecy::SecretString::from(v.to_string())
     } else if raw.encrypted_names().any(|n| n == name) {
         let sdk = sdk_config(&aws).await;
-        raw.decrypt_one(name, &KmsDecrypter::new(&sdk, raw.kms_key_id()?)).await?
+        raw.decrypt_one(name, &KmsDecrypter::new(&sdk, aws.target(), raw.kms_key_id()?)).await?
     } else {
         return Err(ConfigError::Missing(vec![name]));
     };
@@ -275,8 +275,8 @@ pub(crate) async fn connect_redshift(settings: &Settings) -> Result<Redshift, Ap
 }
 
 /// The store of the run's cursor (`S3_RESOURCE` in `S3_BUCKET`).
-pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
-    S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone())
+pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client, target: AwsTarget) -> S3CursorStore {
+    S3CursorStore::new(s3, target, settings.s3_bucket.clone(), settings.s3_resource.clone())
 }
 
 /// The pseudonymizer the settings ask for: salt, thread count and kernel.
@@ -305,6 +305,7 @@ pub fn run_options(settings: &Settings) -> RunOptions {
         retention_window: settings.envisionware_retention,
         late_row_window: settings.late_row_window,
         progress: None,
+        retries: crate::retry::RetryCount::default(),
     }
 }
 
@@ -341,9 +342,14 @@ pub(crate) async fn run_once_with(
     let s3 = s3_client(sdk, aws);
     if settings.ignore_cache {
         let connected = connect_unless_stopped(settings, &stop).await?;
-        return run_stages(settings, sdk, s3, connected, progress, stop).await;
+        return run_stages(settings, sdk, aws, s3, connected, progress, stop).await;
     }
-    let store = S3LeaseStore::new(s3.clone(), settings.s3_bucket.clone(), settings.lease_resource.clone());
+    let store = S3LeaseStore::new(
+        s3.clone(),
+        aws.target(),
+        settings.s3_bucket.clone(),
+        settings.lease_resource.clone(),
+    );
     // The lease and the connections do not depend on each other: both at once. Nothing is
     // read or sent before the lease is held.
     let (lease, connected) = tokio::join!(
@@ -354,7 +360,7 @@ pub(crate) async fn run_once_with(
     tracing::info!(owner = %lease.record().owner, "lease taken");
     lease.keep_renewed(stop.clone());
     let outcome = match connected {
-        Ok(connected) => run_stages(settings, sdk, s3, connected, progress, stop).await,
+        Ok(connected) => run_stages(settings, sdk, aws, s3, connected, progress, stop).await,
         Err(e) => Err(e),
     };
     lease.release().await;
@@ -376,30 +382,33 @@ async fn connect_unless_stopped(settings: &Settings, stop: &StopToken) -> Result
 async fn run_stages(
     settings: &Settings,
     sdk: &SdkConfig,
+    aws: &AwsSettings,
     s3: aws_sdk_s3::Client,
     connected: Connected,
     progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3));
+    let options = RunOptions { progress, stop, ..run_options(settings) };
+    let retries = &options.retries;
+    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3, aws.target()));
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
-            Kinesis::new(sdk, settings.kinesis_stream_arn.clone()),
+            Kinesis::new(sdk, aws.target(), settings.kinesis_stream_arn.clone()),
             settings.retry,
             settings.kinesis_records_per_second,
         )
+        .counting(retries)
     });
     let pseudonymizer = pseudonymizer(settings)?;
     let mut stages = Stages {
-        source: connected.envisionware,
-        sierra: connected.sierra,
-        redshift: connected.redshift,
+        source: connected.envisionware.counting(retries),
+        sierra: connected.sierra.counting(retries),
+        redshift: connected.redshift.counting(retries),
         store,
         sender,
         pseudonymizer,
         encoder: connected.encoder,
     };
-    let options = RunOptions { progress, stop, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
 }
 

@@ -412,14 +412,20 @@ async fn renew_once<S: LeaseStore>(
 #[derive(Debug, Clone)]
 pub(crate) struct S3LeaseStore {
     client: aws_sdk_s3::Client,
+    target: crate::aws::AwsTarget,
     bucket: String,
     key: String,
 }
 
 impl S3LeaseStore {
     /// A store for `s3://bucket/key`.
-    pub(crate) fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
-        Self { client, bucket, key }
+    pub(crate) fn new(
+        client: aws_sdk_s3::Client,
+        target: crate::aws::AwsTarget,
+        bucket: String,
+        key: String,
+    ) -> Self {
+        Self { client, target, bucket, key }
     }
 
     fn error(&self, message: String) -> LeaseError {
@@ -448,7 +454,12 @@ impl S3LeaseStore {
                 // 412: precondition failed; 409: a concurrent conditional write; 404: the
                 // object was deleted since we read it (If-Match on a missing key).
                 Some(412 | 409 | 404) => Ok(Written::PreconditionFailed),
-                _ => Err(self.error(crate::permissions::describe(&e, "s3:PutObject", &self.arn()))),
+                _ => Err(self.error(crate::permissions::describe(
+                    &e,
+                    &self.target,
+                    "s3:PutObject",
+                    &self.arn(),
+                ))),
             },
         }
     }
@@ -478,7 +489,9 @@ impl LeaseStore for S3LeaseStore {
                 Ok(Some((body, etag)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.error(crate::permissions::describe(&e, "s3:GetObject", &self.arn()))),
+            Err(e) => {
+                Err(self.error(crate::permissions::describe(&e, &self.target, "s3:GetObject", &self.arn())))
+            }
         }
     }
 
@@ -501,6 +514,7 @@ impl LeaseStore for S3LeaseStore {
                 // A conditional delete needs s3:GetObject as well as s3:DeleteObject (same page).
                 _ => Err(self.error(crate::permissions::describe(
                     &e,
+                    &self.target,
                     "s3:DeleteObject and s3:GetObject",
                     &self.arn(),
                 ))),

@@ -150,6 +150,9 @@ pub struct RunOptions {
     pub late_row_window: Duration,
     /// Called after every batch with what the run has done so far (progress bars).
     pub progress: Option<ProgressHook>,
+    /// The run's retry count, which its stages add to (`counting`): the summary's
+    /// `retries`.
+    pub retries: crate::retry::RetryCount,
 }
 
 /// What a run has done so far, passed to the [`ProgressHook`] after every batch.
@@ -340,7 +343,6 @@ where
         let caught_up = stages.store.as_ref().and_then(|s| s.caught_up_through());
         check_retention(retention, start, caught_up, options)?;
     }
-    let retries_before = crate::retry::retries_so_far();
     let computed_before = stages.pseudonymizer.stats();
 
     let busy = StageBusy::default();
@@ -374,7 +376,7 @@ where
         by_status: sent.by_status,
         requests: sent.requests,
         resent: sent.resent,
-        retries: crate::retry::retries_so_far().saturating_sub(retries_before),
+        retries: options.retries.get(),
         cursor_before: Some(start),
         cursor_after: Some(sent.cursor),
         pseudonyms_computed: stats.computed - computed_before.computed,
@@ -755,6 +757,7 @@ mod tests {
             retention_window: Duration::from_secs(48 * 3600),
             late_row_window: Duration::ZERO,
             progress: None,
+            retries: crate::retry::RetryCount::default(),
         }
     }
 

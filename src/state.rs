@@ -178,6 +178,7 @@ pub trait CursorStore {
 #[derive(Debug)]
 pub struct S3CursorStore {
     client: aws_sdk_s3::Client,
+    target: crate::aws::AwsTarget,
     bucket: String,
     key: String,
     /// The ETag of the object as this run last read or wrote it; `Some(None)` when it
@@ -190,10 +191,17 @@ pub struct S3CursorStore {
 }
 
 impl S3CursorStore {
-    /// A store for `s3://bucket/key`.
-    pub fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
+    /// A store for `s3://bucket/key`; `target` is where `client` sends calls (for error
+    /// messages).
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        target: crate::aws::AwsTarget,
+        bucket: String,
+        key: String,
+    ) -> Self {
         Self {
             client,
+            target,
             bucket,
             key,
             etag: Mutex::new(None),
@@ -284,7 +292,7 @@ impl CursorStore for S3CursorStore {
                     message,
                 });
             }
-            Err(e) => return Err(self.s3_error(crate::aws::error_text(&e))),
+            Err(e) => return Err(self.s3_error(crate::aws::error_text(&e, &self.target))),
         };
         let etag = out.e_tag().map(str::to_string);
         self.remember_caught_up(out.metadata());
@@ -377,6 +385,7 @@ impl S3CursorStore {
     {
         crate::permissions::describe(
             e,
+            &self.target,
             "s3:PutObject",
             &crate::permissions::s3_object_arn(&self.bucket, &self.key),
         )
@@ -392,6 +401,7 @@ impl S3CursorStore {
                 self.client.get_object().bucket(&self.bucket).key(&self.key).send().await.map_err(|e| {
                     crate::permissions::describe(
                         &e,
+                        &self.target,
                         "s3:GetObject",
                         &crate::permissions::s3_object_arn(&self.bucket, &self.key),
                     )
