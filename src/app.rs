@@ -173,18 +173,31 @@ pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSett
     Ok((settings, sdk, aws))
 }
 
+/// One variable's text, for commands that need only a few: its plain value, else the
+/// file's ciphertext decrypted with KMS (the SDK configuration is loaded only then, by
+/// `sdk`); `None` when it is set neither way.
+pub(crate) async fn plain_or_decrypted(
+    raw: &RawConfig,
+    name: &str,
+    sdk: impl AsyncFnOnce() -> (SdkConfig, AwsTarget),
+) -> Result<Option<secrecy::SecretString>, ConfigError> {
+    if let Some(v) = raw.plain(name) {
+        return Ok(Some(secrecy::SecretString::from(v.to_string())));
+    }
+    if !raw.encrypted_names().any(|n| n == name) {
+        return Ok(None);
+    }
+    let (sdk, target) = sdk().await;
+    raw.decrypt_one(name, &KmsDecrypter::new(&sdk, target, raw.kms_key_id()?)).await.map(Some)
+}
+
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
     let aws = raw.aws_settings();
     let name = crate::config::variables::BCRYPT_SALT.name;
-    let salt_text = if let Some(v) = raw.plain(name) {
-        secrecy::SecretString::from(v.to_string())
-    } else if raw.encrypted_names().any(|n| n == name) {
-        let sdk = sdk_config(&aws).await;
-        raw.decrypt_one(name, &KmsDecrypter::new(&sdk, aws.target(), raw.kms_key_id()?)).await?
-    } else {
-        return Err(ConfigError::Missing(vec![name]));
-    };
+    let salt_text = plain_or_decrypted(&raw, name, async || (sdk_config(&aws).await, aws.target()))
+        .await?
+        .ok_or_else(|| ConfigError::Missing(vec![name]))?;
     use secrecy::ExposeSecret as _;
     Salt::parse(salt_text.expose_secret().trim_end_matches(['\r', '\n']).trim_start())
         .map_err(|e| ConfigError::Invalid { name: name.into(), reason: e.to_string() })

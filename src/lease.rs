@@ -610,7 +610,7 @@ mod tests {
         let store = MemoryLeaseStore::default();
         let mut a =
             Lease::acquire(store.clone(), "a".into(), Duration::from_millis(600), Utc::now()).await.unwrap();
-        let stop = StopToken::new();
+        let stop = StopToken::with_grace(Duration::from_secs(20));
         a.keep_renewed(stop.clone());
         store.force("{\"owner\":\"b\",\"acquired_at\":\"2026-01-01T00:00:00Z\",\"expires_at\":\"2099-01-01T00:00:00Z\"}");
         // Bounded: a renewer that never notices fails here instead of hanging.

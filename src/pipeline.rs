@@ -752,7 +752,7 @@ mod tests {
             max_batches: None,
             start_cursor: Some(Cursor::default_start()),
             cursor_location: "test".into(),
-            stop: StopToken::new(),
+            stop: StopToken::with_grace(Duration::from_secs(20)),
             cursor_max_age: Duration::from_secs(24 * 3600),
             retention_window: Duration::from_secs(48 * 3600),
             late_row_window: Duration::ZERO,
@@ -824,7 +824,7 @@ mod tests {
             sierra: s.sierra,
             redshift: s.redshift,
             store: s.store,
-            sender: Some(Sender::new(file, RetryPolicy { attempts: 1, ..RetryPolicy::default() }, 0)),
+            sender: Some(Sender::new(file, RetryPolicy::none(), 0)),
             pseudonymizer: s.pseudonymizer,
             encoder: s.encoder,
         };

@@ -20,16 +20,15 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 4, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
-    }
-}
+/// The largest backoff ceiling of the configured policy. The attempts and the first
+/// backoff have no default here: they come from `RETRY_ATTEMPTS` and
+/// `RETRY_BASE_DELAY_MS` (the variable table, `config/variables.rs`).
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 impl RetryPolicy {
     /// A policy that never retries (tests, one-shot tools).
     pub fn none() -> Self {
-        Self { attempts: 1, ..Self::default() }
+        Self { attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO }
     }
 
     /// The wait before retry number `retry` (1-based): uniform in `[0, ceiling]` ("full
@@ -140,11 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_policy_is_4_attempts_from_200_ms() {
-        // README: "4 attempts, exponential backoff with full jitter from 200 ms".
-        let p = RetryPolicy::default();
-        assert_eq!(p.attempts, 4);
-        assert_eq!(p.base_delay, Duration::from_millis(200));
+    fn the_policy_without_retries_tries_once() {
+        // The configured defaults (4 attempts from 200 ms) are checked in
+        // `config::documented_defaults_tests`.
         assert_eq!(RetryPolicy::none().attempts, 1);
     }
 

@@ -10,7 +10,6 @@ use base64::Engine as _;
 
 use crate::app::AppError;
 use crate::cli::ConfigArgs;
-use crate::config::kms::KmsDecrypter;
 use crate::config::{RawConfig, variables};
 use crate::encode::fetch_encoder;
 
@@ -36,15 +35,13 @@ async fn variable(
     name: &'static str,
 ) -> Result<String, AppError> {
     use secrecy::ExposeSecret as _;
-    if let Some(v) = raw.plain(name).map(str::trim).filter(|v| !v.is_empty()) {
-        return Ok(v.to_string());
+    let text = crate::app::plain_or_decrypted(raw, name, async || (sdk.clone(), target.clone())).await?;
+    // An empty plain value counts as unset; a decrypted one is taken as it is.
+    let decrypted = raw.plain(name).is_none();
+    match text.as_ref().map(|t| t.expose_secret().trim()) {
+        Some(t) if decrypted || !t.is_empty() => Ok(t.to_string()),
+        _ => Err(crate::config::ConfigError::Missing(vec![name]).into()),
     }
-    if raw.encrypted_names().any(|n| n == name) {
-        let secret =
-            raw.decrypt_one(name, &KmsDecrypter::new(sdk, target.clone(), raw.kms_key_id()?)).await?;
-        return Ok(secret.expose_secret().trim().to_string());
-    }
-    Err(crate::config::ConfigError::Missing(vec![name]).into())
 }
 
 /// An optional variable's text: plain, decrypted when the file encrypts it, else `None`

@@ -50,6 +50,7 @@ fn retry_and_timeout_variables_default_to_the_readme_values() {
     // README: "4 attempts, exponential backoff with full jitter from 200 ms".
     assert_eq!(s.retry.attempts, 4);
     assert_eq!(s.retry.base_delay, Duration::from_millis(200));
+    assert_eq!(s.retry.max_delay, Duration::from_secs(20));
     // README: DB_CONNECT_TIMEOUT_SECONDS, DB_STATEMENT_TIMEOUT_SECONDS, SCHEMA_TIMEOUT_SECONDS: 30, 300, 60.
     assert_eq!(s.connect_timeout, Duration::from_secs(30));
     assert_eq!(s.statement_timeout, Duration::from_secs(300));

@@ -756,7 +756,7 @@ fn retry_policy(v: &Vars<'_>) -> Result<RetryPolicy, ConfigError> {
     Ok(RetryPolicy {
         attempts,
         base_delay: Duration::from_millis(base_delay_ms),
-        max_delay: Duration::from_secs(20),
+        max_delay: crate::retry::MAX_BACKOFF,
     })
 }
 
