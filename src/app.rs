@@ -322,23 +322,14 @@ pub fn run_options(settings: &Settings) -> RunOptions {
     }
 }
 
-/// Performs one run with the real stages, not listening for signals.
+/// Performs one run with the real stages, without progress and not listening for signals
+/// ([`run_once_with`] with neither; what the integration tests call).
 pub async fn run_once(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
 ) -> Result<RunSummary, AppError> {
-    run_until_stopped(settings, sdk, aws, StopToken::with_grace(settings.stop_timeout)).await
-}
-
-/// Performs one run with the real stages, stopping early when `stop` is set.
-pub(crate) async fn run_until_stopped(
-    settings: &Settings,
-    sdk: &SdkConfig,
-    aws: &AwsSettings,
-    stop: StopToken,
-) -> Result<RunSummary, AppError> {
-    run_once_with(settings, sdk, aws, None, stop).await
+    run_once_with(settings, sdk, aws, None, StopToken::with_grace(settings.stop_timeout)).await
 }
 
 /// Performs one run with the real stages, calling `progress` after every batch and
@@ -355,7 +346,7 @@ pub(crate) async fn run_once_with(
     let s3 = s3_client(sdk, aws);
     if settings.ignore_cache {
         let connected = connect_unless_stopped(settings, &stop).await?;
-        return run_stages(settings, sdk, aws, s3, connected, progress, stop).await;
+        return run_connected(settings, sdk, aws, s3, connected, progress, stop).await;
     }
     let store = S3LeaseStore::new(
         s3.clone(),
@@ -373,7 +364,7 @@ pub(crate) async fn run_once_with(
     tracing::info!(owner = %lease.record().owner, "lease taken");
     lease.keep_renewed(stop.clone());
     let outcome = match connected {
-        Ok(connected) => run_stages(settings, sdk, aws, s3, connected, progress, stop).await,
+        Ok(connected) => run_connected(settings, sdk, aws, s3, connected, progress, stop).await,
         Err(e) => Err(e),
     };
     lease.release().await;
@@ -392,7 +383,9 @@ async fn connect_unless_stopped(settings: &Settings, stop: &StopToken) -> Result
     })?
 }
 
-async fn run_stages(
+/// Runs the pipeline on stages built from `connected` (and the cursor store and Kinesis
+/// sender the settings ask for).
+async fn run_connected(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
