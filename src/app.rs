@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 
-use crate::aws::{AwsSettings, s3_path_style, sdk_config};
+use crate::aws::{AwsSettings, AwsTarget, s3_path_style, sdk_config};
 use crate::config::kms::KmsDecrypter;
 use crate::config::{ConfigError, RawConfig, Settings};
 use crate::db::{DbError, connect_mysql, connect_pg, pg_options};
@@ -169,22 +169,35 @@ pub(crate) async fn load(raw: RawConfig) -> Result<(Settings, SdkConfig, AwsSett
     let aws = raw.aws_settings();
     let sdk = sdk_config(&aws).await;
     let key_id = raw.kms_key_id()?;
-    let settings = raw.resolve(&KmsDecrypter::new(&sdk, key_id)).await?;
+    let settings = raw.resolve(&KmsDecrypter::new(&sdk, aws.target(), key_id)).await?;
     Ok((settings, sdk, aws))
+}
+
+/// One variable's text, for commands that need only a few: its plain value, else the
+/// file's ciphertext decrypted with KMS (the SDK configuration is loaded only then, by
+/// `sdk`); `None` when it is set neither way.
+pub(crate) async fn plain_or_decrypted(
+    raw: &RawConfig,
+    name: &str,
+    sdk: impl AsyncFnOnce() -> (SdkConfig, AwsTarget),
+) -> Result<Option<secrecy::SecretString>, ConfigError> {
+    if let Some(v) = raw.plain(name) {
+        return Ok(Some(secrecy::SecretString::from(v.to_string())));
+    }
+    if !raw.encrypted_names().any(|n| n == name) {
+        return Ok(None);
+    }
+    let (sdk, target) = sdk().await;
+    raw.decrypt_one(name, &KmsDecrypter::new(&sdk, target, raw.kms_key_id()?)).await.map(Some)
 }
 
 /// Resolves only `BCRYPT_SALT` (decrypting it if needed), for `pseudonymize`.
 pub async fn load_salt(raw: RawConfig) -> Result<Salt, ConfigError> {
     let aws = raw.aws_settings();
     let name = crate::config::variables::BCRYPT_SALT.name;
-    let salt_text = if let Some(v) = raw.plain(name) {
-        secrecy::SecretString::from(v.to_string())
-    } else if raw.encrypted_names().any(|n| n == name) {
-        let sdk = sdk_config(&aws).await;
-        raw.decrypt_one(name, &KmsDecrypter::new(&sdk, raw.kms_key_id()?)).await?
-    } else {
-        return Err(ConfigError::Missing(vec![name]));
-    };
+    let salt_text = plain_or_decrypted(&raw, name, async || (sdk_config(&aws).await, aws.target()))
+        .await?
+        .ok_or_else(|| ConfigError::Missing(vec![name]))?;
     use secrecy::ExposeSecret as _;
     Salt::parse(salt_text.expose_secret().trim_end_matches(['\r', '\n']).trim_start())
         .map_err(|e| ConfigError::Invalid { name: name.into(), reason: e.to_string() })
@@ -275,8 +288,8 @@ pub(crate) async fn connect_redshift(settings: &Settings) -> Result<Redshift, Ap
 }
 
 /// The store of the run's cursor (`S3_RESOURCE` in `S3_BUCKET`).
-pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client) -> S3CursorStore {
-    S3CursorStore::new(s3, settings.s3_bucket.clone(), settings.s3_resource.clone())
+pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client, target: AwsTarget) -> S3CursorStore {
+    S3CursorStore::new(s3, target, settings.s3_bucket.clone(), settings.s3_resource.clone())
 }
 
 /// The pseudonymizer the settings ask for: salt, thread count and kernel.
@@ -305,26 +318,18 @@ pub fn run_options(settings: &Settings) -> RunOptions {
         retention_window: settings.envisionware_retention,
         late_row_window: settings.late_row_window,
         progress: None,
+        retries: crate::retry::RetryCount::default(),
     }
 }
 
-/// Performs one run with the real stages, not listening for signals.
+/// Performs one run with the real stages, without progress and not listening for signals
+/// ([`run_once_with`] with neither; what the integration tests call).
 pub async fn run_once(
     settings: &Settings,
     sdk: &SdkConfig,
     aws: &AwsSettings,
 ) -> Result<RunSummary, AppError> {
-    run_until_stopped(settings, sdk, aws, StopToken::with_grace(settings.stop_timeout)).await
-}
-
-/// Performs one run with the real stages, stopping early when `stop` is set.
-pub(crate) async fn run_until_stopped(
-    settings: &Settings,
-    sdk: &SdkConfig,
-    aws: &AwsSettings,
-    stop: StopToken,
-) -> Result<RunSummary, AppError> {
-    run_once_with(settings, sdk, aws, None, stop).await
+    run_once_with(settings, sdk, aws, None, StopToken::with_grace(settings.stop_timeout)).await
 }
 
 /// Performs one run with the real stages, calling `progress` after every batch and
@@ -341,9 +346,14 @@ pub(crate) async fn run_once_with(
     let s3 = s3_client(sdk, aws);
     if settings.ignore_cache {
         let connected = connect_unless_stopped(settings, &stop).await?;
-        return run_stages(settings, sdk, s3, connected, progress, stop).await;
+        return run_connected(settings, sdk, aws, s3, connected, progress, stop).await;
     }
-    let store = S3LeaseStore::new(s3.clone(), settings.s3_bucket.clone(), settings.lease_resource.clone());
+    let store = S3LeaseStore::new(
+        s3.clone(),
+        aws.target(),
+        settings.s3_bucket.clone(),
+        settings.lease_resource.clone(),
+    );
     // The lease and the connections do not depend on each other: both at once. Nothing is
     // read or sent before the lease is held.
     let (lease, connected) = tokio::join!(
@@ -354,7 +364,7 @@ pub(crate) async fn run_once_with(
     tracing::info!(owner = %lease.record().owner, "lease taken");
     lease.keep_renewed(stop.clone());
     let outcome = match connected {
-        Ok(connected) => run_stages(settings, sdk, s3, connected, progress, stop).await,
+        Ok(connected) => run_connected(settings, sdk, aws, s3, connected, progress, stop).await,
         Err(e) => Err(e),
     };
     lease.release().await;
@@ -373,33 +383,38 @@ async fn connect_unless_stopped(settings: &Settings, stop: &StopToken) -> Result
     })?
 }
 
-async fn run_stages(
+/// Runs the pipeline on stages built from `connected` (and the cursor store and Kinesis
+/// sender the settings ask for).
+async fn run_connected(
     settings: &Settings,
     sdk: &SdkConfig,
+    aws: &AwsSettings,
     s3: aws_sdk_s3::Client,
     connected: Connected,
     progress: Option<crate::pipeline::ProgressHook>,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3));
+    let options = RunOptions { progress, stop, ..run_options(settings) };
+    let retries = &options.retries;
+    let store = (!settings.ignore_cache).then(|| cursor_store(settings, s3, aws.target()));
     let sender = (!settings.ignore_kinesis).then(|| {
         Sender::new(
-            Kinesis::new(sdk, settings.kinesis_stream_arn.clone()),
+            Kinesis::new(sdk, aws.target(), settings.kinesis_stream_arn.clone()),
             settings.retry,
             settings.kinesis_records_per_second,
         )
+        .counting(retries)
     });
     let pseudonymizer = pseudonymizer(settings)?;
     let mut stages = Stages {
-        source: connected.envisionware,
-        sierra: connected.sierra,
-        redshift: connected.redshift,
+        source: connected.envisionware.counting(retries),
+        sierra: connected.sierra.counting(retries),
+        redshift: connected.redshift.counting(retries),
         store,
         sender,
         pseudonymizer,
         encoder: connected.encoder,
     };
-    let options = RunOptions { progress, stop, ..run_options(settings) };
     Ok(run(&mut stages, &options).await?)
 }
 

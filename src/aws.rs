@@ -5,7 +5,6 @@
 //! (the service action, the endpoint) and what to do, never the SDK's debug dump.
 
 use std::error::Error as StdError;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -43,22 +42,31 @@ pub struct AwsSettings {
     pub max_attempts: u32,
 }
 
-/// Where the AWS calls of this process go, for error messages: set by [`sdk_config`].
+/// Where the AWS calls of a configuration go, for error messages: the facts
+/// [`sdk_config`] builds the SDK configuration from ([`AwsSettings::target`]), passed to
+/// every client whose errors [`error_text`] describes.
 #[derive(Debug, Clone, Default)]
-struct Target {
+pub struct AwsTarget {
     endpoint_url: Option<String>,
     region: Option<String>,
     profile: Option<String>,
     static_credentials: bool,
 }
 
-static TARGET: Mutex<Option<Target>> = Mutex::new(None);
-
-fn target() -> Target {
-    TARGET.lock().map(|t| t.clone().unwrap_or_default()).unwrap_or_default()
+impl AwsSettings {
+    /// Where the calls of an SDK configuration built from these settings go.
+    pub fn target(&self) -> AwsTarget {
+        AwsTarget {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            static_credentials: self.credentials.is_some(),
+        }
+    }
 }
 
-/// Loads the SDK configuration every client shares.
+/// Loads the SDK configuration every client shares; [`AwsSettings::target`] gives the facts
+/// its errors are described with.
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
@@ -86,14 +94,6 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
             None,
             "configuration",
         ));
-    }
-    if let Ok(mut t) = TARGET.lock() {
-        *t = Some(Target {
-            endpoint_url: settings.endpoint_url.clone(),
-            region: settings.region.clone(),
-            profile: settings.profile.clone(),
-            static_credentials: settings.credentials.is_some(),
-        });
     }
     loader.load().await
 }
@@ -142,12 +142,11 @@ fn service_action<E>() -> (&'static str, &'static str) {
 }
 
 /// The endpoint a service's calls go to: the configured one, else the regional AWS one.
-fn endpoint(service: &str) -> String {
-    let t = target();
-    match t.endpoint_url {
+fn endpoint(target: &AwsTarget, service: &str) -> String {
+    match &target.endpoint_url {
         Some(url) => format!("{url} (AWS_ENDPOINT_URL)"),
         None => {
-            let region = t.region.unwrap_or_else(|| "<no AWS_REGION>".into());
+            let region = target.region.as_deref().unwrap_or("<no AWS_REGION>");
             format!("https://{service}.{region}.amazonaws.com")
         }
     }
@@ -188,9 +187,8 @@ fn credentials_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Creden
 }
 
 /// What went wrong loading credentials, and what to do.
-fn credentials_text(err: &CredentialsError) -> String {
-    let t = target();
-    let profile = t.profile.or_else(|| std::env::var("AWS_PROFILE").ok());
+fn credentials_text(target: &AwsTarget, err: &CredentialsError) -> String {
+    let profile = target.profile.clone().or_else(|| std::env::var("AWS_PROFILE").ok());
     match (err, profile) {
         (CredentialsError::CredentialsNotLoaded(_), None) => {
             format!("no AWS credentials found ({CHAIN}; {FIXES})")
@@ -217,24 +215,24 @@ fn credentials_text(err: &CredentialsError) -> String {
 /// expired or refused say which chain was tried and the usual fixes; an unreachable
 /// endpoint is named; an access denial names the IAM action; any other service error is
 /// its code and message. Never the raw response or the SDK's debug output.
-pub(crate) fn error_text<E, R>(err: &SdkError<E, R>) -> String
+pub(crate) fn error_text<E, R>(err: &SdkError<E, R>, target: &AwsTarget) -> String
 where
     E: StdError + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + 'static,
 {
-    error_text_on(err, None)
+    error_text_on(err, target, None)
 }
 
 /// [`error_text`] for a call on a known resource (an ARN): a denial then names the action
 /// and the resource the role must be allowed, as `deploy/iam-policy.json` grants them.
-pub(crate) fn error_text_on<E, R>(err: &SdkError<E, R>, resource: Option<&str>) -> String
+pub(crate) fn error_text_on<E, R>(err: &SdkError<E, R>, target: &AwsTarget, resource: Option<&str>) -> String
 where
     E: StdError + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug + 'static,
 {
     let (service, action) = service_action::<E>();
     if let Some(cred) = credentials_error(err) {
-        return credentials_text(cred);
+        return credentials_text(target, cred);
     }
     match err {
         SdkError::ServiceError(_) => {
@@ -266,7 +264,7 @@ where
                     "the AWS credentials have expired ({said}); renew them (`aws sso login` for an SSO profile, new keys otherwise) and run again"
                 )
             } else if REFUSED.contains(&code) {
-                let which = if target().static_credentials {
+                let which = if target.static_credentials {
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
                 } else {
                     "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -277,13 +275,17 @@ where
             }
         }
         SdkError::TimeoutError(_) => {
-            format!("{service}:{action}: no answer from {} in time", endpoint(service))
+            format!("{service}:{action}: no answer from {} in time", endpoint(target, service))
         }
         SdkError::DispatchFailure(_) => {
-            format!("{service}:{action}: cannot reach {}: {}", endpoint(service), root_cause(err))
+            format!("{service}:{action}: cannot reach {}: {}", endpoint(target, service), root_cause(err))
         }
         SdkError::ResponseError(_) => {
-            format!("{service}:{action}: unreadable answer from {}: {}", endpoint(service), root_cause(err))
+            format!(
+                "{service}:{action}: unreadable answer from {}: {}",
+                endpoint(target, service),
+                root_cause(err)
+            )
         }
         _ => format!("{service}:{action}: {}", chain_text(err)),
     }
@@ -368,39 +370,46 @@ mod tests {
 
     #[test]
     fn service_errors_name_the_action_and_what_to_do() {
-        let denied = error_text(&kms_error(
-            "AccessDeniedException",
-            "User: arn:aws:iam::123456789012:user/poller is not authorized to perform: kms:Decrypt",
-        ));
+        let denied = error_text(
+            &kms_error(
+                "AccessDeniedException",
+                "User: arn:aws:iam::123456789012:user/poller is not authorized to perform: kms:Decrypt",
+            ),
+            &AwsTarget::default(),
+        );
         assert_eq!(
             denied,
             "access denied (AccessDeniedException: User: arn:aws:iam::123456789012:user/poller is not authorized to perform: kms:Decrypt): the role or user running the poller needs kms:Decrypt"
         );
-        let expired = error_text(&kms_error(
-            "ExpiredTokenException",
-            "The security token included in the request is expired",
-        ));
+        let expired = error_text(
+            &kms_error("ExpiredTokenException", "The security token included in the request is expired"),
+            &AwsTarget::default(),
+        );
         assert!(
             expired.starts_with("the AWS credentials have expired (ExpiredTokenException: "),
             "{expired}"
         );
         assert!(expired.contains("aws sso login"), "{expired}");
-        let refused = error_text(&kms_error(
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        ));
+        let refused = error_text(
+            &kms_error(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+            &AwsTarget::default(),
+        );
         assert!(
             refused.starts_with("AWS refused the credentials (UnrecognizedClientException: "),
             "{refused}"
         );
-        let other = error_text(&kms_error("NotFoundException", "Key 'x' does not exist"));
+        let other =
+            error_text(&kms_error("NotFoundException", "Key 'x' does not exist"), &AwsTarget::default());
         assert_eq!(other, "NotFoundException: Key 'x' does not exist");
     }
 
     #[test]
     fn a_missing_credential_chain_names_the_chain_and_the_fixes() {
         let err = CredentialsError::not_loaded("no providers in chain provided credentials");
-        let text = credentials_text(&err);
+        let text = credentials_text(&AwsTarget::default(), &err);
         assert!(!text.contains('\n'));
         for part in ["no AWS credentials found", "AWS_PROFILE", "aws sso login", "task role"] {
             assert!(text.contains(part), "{part}: {text}");

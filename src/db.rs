@@ -10,7 +10,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 
 use crate::config::{DbSettings, SslMode};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryCount, RetryPolicy, retry};
 
 /// A database failure, already scrubbed of values.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -371,8 +371,10 @@ pub async fn connect_mysql(
 ) -> Result<MySqlPool, DbError> {
     install_crypto_provider();
     let opts = mysql_options(db);
+    // Connecting comes before a run's reading: its retries are logged, not counted.
     retry(
         policy,
+        &RetryCount::default(),
         "Envisionware connect",
         |e: &DbError| e.transient,
         || {
@@ -411,8 +413,10 @@ pub async fn connect_pg(
     policy: &RetryPolicy,
 ) -> Result<PgPool, DbError> {
     install_crypto_provider();
+    // Connecting comes before a run's reading: its retries are logged, not counted.
     retry(
         policy,
+        &RetryCount::default(),
         what,
         |e: &DbError| e.transient,
         || {

@@ -235,7 +235,6 @@ pub struct PcReserveRecord {
 }
 
 #[cfg(test)]
-#[path = "domain_cursor_tests.rs"]
 mod cursor_tests;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::domain::PcReserveRecord;
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryCount, RetryPolicy, retry};
 
 /// Why the schema could not be used, or a record not encoded.
 #[derive(Debug, thiserror::Error)]
@@ -356,8 +356,10 @@ pub(crate) async fn fetch_encoder(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| EncodeError::Fetch(e.to_string()))?;
+    // Fetched before a run starts: its retries are logged, not part of a run's count.
     let body = retry(
         policy,
+        &RetryCount::default(),
         "schema endpoint",
         |e: &FetchFailure| e.retriable,
         || async {

@@ -412,14 +412,20 @@ async fn renew_once<S: LeaseStore>(
 #[derive(Debug, Clone)]
 pub(crate) struct S3LeaseStore {
     client: aws_sdk_s3::Client,
+    target: crate::aws::AwsTarget,
     bucket: String,
     key: String,
 }
 
 impl S3LeaseStore {
     /// A store for `s3://bucket/key`.
-    pub(crate) fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
-        Self { client, bucket, key }
+    pub(crate) fn new(
+        client: aws_sdk_s3::Client,
+        target: crate::aws::AwsTarget,
+        bucket: String,
+        key: String,
+    ) -> Self {
+        Self { client, target, bucket, key }
     }
 
     fn error(&self, message: String) -> LeaseError {
@@ -448,7 +454,12 @@ impl S3LeaseStore {
                 // 412: precondition failed; 409: a concurrent conditional write; 404: the
                 // object was deleted since we read it (If-Match on a missing key).
                 Some(412 | 409 | 404) => Ok(Written::PreconditionFailed),
-                _ => Err(self.error(crate::permissions::describe(&e, "s3:PutObject", &self.arn()))),
+                _ => Err(self.error(crate::permissions::describe(
+                    &e,
+                    &self.target,
+                    "s3:PutObject",
+                    &self.arn(),
+                ))),
             },
         }
     }
@@ -478,7 +489,9 @@ impl LeaseStore for S3LeaseStore {
                 Ok(Some((body, etag)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(self.error(crate::permissions::describe(&e, "s3:GetObject", &self.arn()))),
+            Err(e) => {
+                Err(self.error(crate::permissions::describe(&e, &self.target, "s3:GetObject", &self.arn())))
+            }
         }
     }
 
@@ -501,6 +514,7 @@ impl LeaseStore for S3LeaseStore {
                 // A conditional delete needs s3:GetObject as well as s3:DeleteObject (same page).
                 _ => Err(self.error(crate::permissions::describe(
                     &e,
+                    &self.target,
                     "s3:DeleteObject and s3:GetObject",
                     &self.arn(),
                 ))),
@@ -509,124 +523,13 @@ impl LeaseStore for S3LeaseStore {
     }
 }
 
-/// An object's body and ETag.
 #[cfg(test)]
-type StoredObject = (Vec<u8>, String);
-
-/// An in-memory lease store with S3's conditional semantics (for unit tests).
-#[cfg(test)]
-#[derive(Debug, Default, Clone)]
-pub(crate) struct MemoryLeaseStore {
-    object: Arc<Mutex<Option<StoredObject>>>,
-    version: Arc<std::sync::atomic::AtomicU64>,
-    lost_answers: Arc<std::sync::atomic::AtomicU32>,
-    missing_reads: Arc<std::sync::atomic::AtomicU32>,
-}
-
-#[cfg(test)]
-impl MemoryLeaseStore {
-    fn next_etag(&self) -> String {
-        format!("\"v{}\"", self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-    }
-
-    /// Overwrites the object unconditionally (a test stands in for another runner).
-    pub(crate) fn force(&self, body: &str) {
-        let etag = self.next_etag();
-        *lock(&self.object) = Some((body.as_bytes().to_vec(), etag));
-    }
-
-    /// The current body, if any.
-    pub(crate) fn body(&self) -> Option<String> {
-        lock(&self.object).as_ref().map(|(b, _)| String::from_utf8_lossy(b).into_owned())
-    }
-
-    /// The next `n` writes (create, replace, delete) are committed and their answer is
-    /// lost: the caller sees what the SDK's retry of the same conditional request would
-    /// get (412 for a write, 404 for a delete), as from S3 after a 500.
-    pub(crate) fn lose_answers(&self, n: u32) {
-        self.lost_answers.store(n, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// How many reads found no object (S3 would have answered them 403 without
-    /// `s3:ListBucket`).
-    pub(crate) fn missing_reads(&self) -> u32 {
-        self.missing_reads.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn answer_lost(&self) -> bool {
-        self.lost_answers
-            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
-                n.checked_sub(1)
-            })
-            .is_ok()
-    }
-}
-
-#[cfg(test)]
-impl LeaseStore for MemoryLeaseStore {
-    fn location(&self) -> String {
-        "memory/lease".into()
-    }
-
-    async fn read(&self) -> Result<Option<(Vec<u8>, String)>, LeaseError> {
-        let obj = lock(&self.object).clone();
-        if obj.is_none() {
-            self.missing_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(obj)
-    }
-
-    async fn create(&self, body: String) -> Result<Written, LeaseError> {
-        let mut obj = lock(&self.object);
-        if obj.is_some() {
-            return Ok(Written::PreconditionFailed);
-        }
-        let etag = self.next_etag();
-        *obj = Some((body.into_bytes(), etag.clone()));
-        if self.answer_lost() {
-            return Ok(Written::PreconditionFailed);
-        }
-        Ok(Written::Ok(etag))
-    }
-
-    async fn replace(&self, etag: &str, body: String) -> Result<Written, LeaseError> {
-        let mut obj = lock(&self.object);
-        match obj.as_ref() {
-            Some((_, current)) if current == etag => {
-                let etag = self.next_etag();
-                *obj = Some((body.into_bytes(), etag.clone()));
-                if self.answer_lost() {
-                    return Ok(Written::PreconditionFailed);
-                }
-                Ok(Written::Ok(etag))
-            }
-            _ => Ok(Written::PreconditionFailed),
-        }
-    }
-
-    async fn delete(&self, etag: &str) -> Result<Deleted, LeaseError> {
-        let mut obj = lock(&self.object);
-        match obj.as_ref() {
-            Some((_, current)) if current == etag => {
-                *obj = None;
-                if self.answer_lost() {
-                    return Ok(Deleted::Gone);
-                }
-                Ok(Deleted::Ok)
-            }
-            Some(_) => Ok(Deleted::Changed),
-            None => Ok(Deleted::Gone),
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "lease_renewal_tests.rs"]
 mod renewal_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::MemoryLeaseStore;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -707,7 +610,7 @@ mod tests {
         let store = MemoryLeaseStore::default();
         let mut a =
             Lease::acquire(store.clone(), "a".into(), Duration::from_millis(600), Utc::now()).await.unwrap();
-        let stop = StopToken::new();
+        let stop = StopToken::with_grace(Duration::from_secs(20));
         a.keep_renewed(stop.clone());
         store.force("{\"owner\":\"b\",\"acquired_at\":\"2026-01-01T00:00:00Z\",\"expires_at\":\"2099-01-01T00:00:00Z\"}");
         // Bounded: a renewer that never notices fails here instead of hanging.

@@ -41,3 +41,5 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub(crate) mod stop;
+#[cfg(test)]
+pub(crate) mod test_support;

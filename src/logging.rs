@@ -94,6 +94,10 @@ pub fn report_outcome(err: &AppError) {
     }
 }
 
+// These two flags stay process-wide, unlike a run's retry count or its AWS endpoint: the
+// tracing subscriber they describe is itself process-wide (installed once, global), and no
+// run's outcome depends on them, only how its lines are written.
+
 /// Whether a logger is installed.
 static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -2,15 +2,13 @@
 //! an exit code with one log line naming the failing stage, the cause and the exit code
 //! (`logging::report_outcome`).
 
-use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use pc_reserve_poller::app::{self, AppError};
+use pc_reserve_poller::app::AppError;
 use pc_reserve_poller::cli::{Cli, Command, CursorCommand, RunArgs};
 use pc_reserve_poller::commands::{self, decode::DecodeFrom};
 use pc_reserve_poller::logging;
-use pc_reserve_poller::pseudonym::{Kernel, measure_single_core, pseudonym};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -77,7 +75,7 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
     match cli.command {
         None => commands::run::run(config, RunArgs::default()).await,
         Some(Command::Run(args)) => commands::run::run(config, args).await,
-        Some(Command::Pseudonymize { values }) => pseudonymize(config, values).await,
+        Some(Command::Pseudonymize { values }) => commands::pseudonymize::pseudonymize(config, values).await,
         Some(Command::Check { format }) => commands::check::check(config, format).await,
         Some(Command::Cursor(CursorCommand::Show { format })) => commands::cursor::show(config, format).await,
         Some(Command::Cursor(CursorCommand::Set { date_time, key, yes, force })) => {
@@ -97,48 +95,8 @@ async fn dispatch(cli: Cli) -> Result<(), AppError> {
         Some(Command::Reconcile { date, tolerance, format }) => {
             commands::reconcile::reconcile(config, date, tolerance, format).await
         }
-        Some(Command::BenchHash { cost, kernel, seconds }) => bench_hash(cost, kernel.as_deref(), seconds),
-    }
-}
-
-async fn pseudonymize(
-    config: &pc_reserve_poller::cli::ConfigArgs,
-    values: Vec<String>,
-) -> Result<(), AppError> {
-    let raw = app::gather(&config.source(None))?;
-    commands::init_logging(&raw)?;
-    let salt = app::load_salt(raw).await?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let write_err = |e: std::io::Error| AppError::Startup(format!("cannot write to standard output: {e}"));
-    if values.is_empty() {
-        for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|e| AppError::Startup(format!("cannot read standard input: {e}")))?;
-            writeln!(out, "{}", pseudonym(&salt, line.trim_end_matches('\r').as_bytes()))
-                .map_err(write_err)?;
-        }
-    } else {
-        for v in values {
-            writeln!(out, "{}", pseudonym(&salt, v.as_bytes())).map_err(write_err)?;
+        Some(Command::BenchHash { cost, kernel, seconds }) => {
+            commands::pseudonymize::bench_hash(cost, kernel.as_deref(), seconds)
         }
     }
-    Ok(())
-}
-
-/// Prints one JSON line: the single-core hash rate of a kernel at a cost.
-fn bench_hash(cost: u32, kernel: Option<&str>, seconds: f64) -> Result<(), AppError> {
-    let kernel = match kernel {
-        None => Kernel::DEFAULT,
-        Some(k) => Kernel::parse(k).ok_or_else(|| {
-            AppError::Startup(format!("unknown kernel {k:?}: crate, lanes1, lanes2, lanes3 or lanes4"))
-        })?,
-    };
-    let rate = measure_single_core(kernel, cost, seconds).map_err(|e| AppError::Startup(e.to_string()))?;
-    println!(
-        "{{\"kernel\": \"{kernel:?}\", \"cost\": {cost}, \"hashes\": {}, \"seconds\": {:.3}, \"hashes_per_second\": {:.1}}}",
-        rate.hashes,
-        rate.seconds,
-        rate.per_second()
-    );
-    Ok(())
 }

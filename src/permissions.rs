@@ -27,11 +27,16 @@ pub(crate) fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 
 /// An SDK error on one line ([`crate::aws::error_text`]), followed by the permission it
 /// needs when it is a refusal.
-pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>, action: &str, resource: &str) -> String
+pub(crate) fn describe<E>(
+    err: &SdkError<E, HttpResponse>,
+    target: &crate::aws::AwsTarget,
+    action: &str,
+    resource: &str,
+) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let text = crate::aws::error_text_on(err, Some(resource));
+    let text = crate::aws::error_text_on(err, target, Some(resource));
     // `error_text_on` names the permission for the denial codes it knows; any other
     // refusal (a bare 403 with another code) gets the same note here.
     if is_access_denied(err.code(), status(err)) && !text.starts_with("access denied (") {

@@ -151,6 +151,9 @@ pub struct RunOptions {
     pub late_row_window: Duration,
     /// Called after every batch with what the run has done so far (progress bars).
     pub progress: Option<ProgressHook>,
+    /// The run's retry count, which its stages add to (`counting`): the summary's
+    /// `retries`.
+    pub retries: crate::retry::RetryCount,
 }
 
 /// What a run has done so far, passed to the [`ProgressHook`] after every batch.
@@ -341,7 +344,6 @@ where
         let caught_up = stages.store.as_ref().and_then(|s| s.caught_up_through());
         check_retention(retention, start, caught_up, options)?;
     }
-    let retries_before = crate::retry::retries_so_far();
     let computed_before = stages.pseudonymizer.stats();
 
     let busy = StageBusy::default();
@@ -375,7 +377,7 @@ where
         by_status: sent.by_status,
         requests: sent.requests,
         resent: sent.resent,
-        retries: crate::retry::retries_so_far().saturating_sub(retries_before),
+        retries: options.retries.get(),
         cursor_before: Some(start),
         cursor_after: Some(sent.cursor),
         pseudonyms_computed: stats.computed - computed_before.computed,
@@ -633,7 +635,7 @@ mod tests {
     use crate::pseudonym::Salt;
     use crate::retry::RetryPolicy;
     use crate::sink::{OutgoingRecord, PutOutcome};
-    use crate::state::MemoryCursorStore;
+    use crate::test_support::MemoryCursorStore;
 
     /// `n` reservations with keys 1..=n, one second apart.
     struct Rows(Vec<Reservation>);
@@ -751,11 +753,12 @@ mod tests {
             max_batches: None,
             start_cursor: Some(Cursor::default_start()),
             cursor_location: "test".into(),
-            stop: StopToken::new(),
+            stop: StopToken::with_grace(Duration::from_secs(20)),
             cursor_max_age: Duration::from_secs(24 * 3600),
             retention_window: Duration::from_secs(48 * 3600),
             late_row_window: Duration::ZERO,
             progress: None,
+            retries: crate::retry::RetryCount::default(),
         }
     }
 
@@ -822,7 +825,7 @@ mod tests {
             sierra: s.sierra,
             redshift: s.redshift,
             store: s.store,
-            sender: Some(Sender::new(file, RetryPolicy { attempts: 1, ..RetryPolicy::default() }, 0)),
+            sender: Some(Sender::new(file, RetryPolicy::none(), 0)),
             pseudonymizer: s.pseudonymizer,
             encoder: s.encoder,
         };

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::pipeline::{Progress, ProgressHook};
 
 /// The bar line on screen, if any: log lines clear it, print, and draw it again below.
+/// Process-wide because standard error is: the logger, which is global too, writes
+/// through it; no run's outcome depends on it.
 static ON_SCREEN: Mutex<Option<String>> = Mutex::new(None);
 
 /// Writes `bytes` (whole log lines) to standard error, keeping the progress line, if one

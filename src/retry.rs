@@ -3,6 +3,8 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng as _;
@@ -18,16 +20,15 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 4, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
-    }
-}
+/// The largest backoff ceiling of the configured policy. The attempts and the first
+/// backoff have no default here: they come from `RETRY_ATTEMPTS` and
+/// `RETRY_BASE_DELAY_MS` (the variable table, `config/variables.rs`).
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 impl RetryPolicy {
     /// A policy that never retries (tests, one-shot tools).
     pub fn none() -> Self {
-        Self { attempts: 1, ..Self::default() }
+        Self { attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO }
     }
 
     /// The wait before retry number `retry` (1-based): uniform in `[0, ceiling]` ("full
@@ -40,25 +41,31 @@ impl RetryPolicy {
     }
 }
 
-/// Retries made by [`retry`] in this process, every dependency together.
-static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Retries made during one run, every dependency together: the run creates one, each of
+/// its stages adds to a clone of it, and the run summary reads it. Nothing is shared
+/// between runs (or between tests).
+#[derive(Debug, Clone, Default)]
+pub struct RetryCount(Arc<AtomicU64>);
 
-/// How many retries [`retry`] has made in this process so far (the run summary reports
-/// the difference over a run).
-pub(crate) fn retries_so_far() -> u64 {
-    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
-}
+impl RetryCount {
+    /// Counts one retry.
+    pub(crate) fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 
-/// Counts one retry made outside [`retry`] (the Kinesis sender's re-attempts).
-pub(crate) fn count_retry() {
-    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// The retries counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs `op` until it succeeds, fails with an error `retriable` rejects, or the policy's
 /// attempts are spent; returns the last error. Each retry is logged at warn level with
-/// the error's Display, which must therefore hold no identifier or secret.
+/// the error's Display, which must therefore hold no identifier or secret, and counted in
+/// `retries`.
 pub(crate) async fn retry<T, E, F, Fut>(
     policy: &RetryPolicy,
+    retries: &RetryCount,
     what: &str,
     retriable: impl Fn(&E) -> bool,
     mut op: F,
@@ -81,7 +88,7 @@ where
                     error = %e,
                     "transient failure, retrying"
                 );
-                count_retry();
+                retries.add_one();
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
@@ -132,11 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn the_default_policy_is_4_attempts_from_200_ms() {
-        // README: "4 attempts, exponential backoff with full jitter from 200 ms".
-        let p = RetryPolicy::default();
-        assert_eq!(p.attempts, 4);
-        assert_eq!(p.base_delay, Duration::from_millis(200));
+    fn the_policy_without_retries_tries_once() {
+        // The configured defaults (4 attempts from 200 ms) are checked in
+        // `config::documented_defaults_tests`.
         assert_eq!(RetryPolicy::none().attempts, 1);
     }
 
@@ -148,9 +153,10 @@ mod tests {
             max_delay: Duration::from_millis(1),
         };
         let calls = AtomicU32::new(0);
-        let retries_before = retries_so_far();
+        let retries = RetryCount::default();
         let r: Result<u32, String> = retry(
             &p,
+            &retries,
             "t",
             |_| true,
             || async {
@@ -161,8 +167,7 @@ mod tests {
         .await;
         assert_eq!(r, Ok(3), "the third attempt's value");
         assert_eq!(calls.load(Ordering::SeqCst), 3, "no attempt after the success");
-        // The counter is process-wide; other tests may add to it meanwhile.
-        assert!(retries_so_far() >= retries_before + 2);
+        assert_eq!(retries.get(), 2);
     }
 
     #[tokio::test]
@@ -178,6 +183,7 @@ mod tests {
             Duration::from_secs(10),
             retry(
                 &p,
+                &RetryCount::default(),
                 "t",
                 |_| true,
                 || async {
@@ -196,6 +202,7 @@ mod tests {
             Duration::from_secs(10),
             retry(
                 &p,
+                &RetryCount::default(),
                 "t",
                 |_| false,
                 || async {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryCount, RetryPolicy};
 
 /// Kinesis's limit on one request's payload (data plus partition keys).
 pub(crate) const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
@@ -94,13 +94,15 @@ pub trait PutRecords {
 #[derive(Debug, Clone)]
 pub struct Kinesis {
     client: aws_sdk_kinesis::Client,
+    target: crate::aws::AwsTarget,
     stream_arn: String,
 }
 
 impl Kinesis {
-    /// A client for the stream with this ARN.
-    pub fn new(sdk: &aws_config::SdkConfig, stream_arn: String) -> Self {
-        Self { client: aws_sdk_kinesis::Client::new(sdk), stream_arn }
+    /// A client for the stream with this ARN; `target` is where `sdk` sends calls (for
+    /// error messages).
+    pub fn new(sdk: &aws_config::SdkConfig, target: crate::aws::AwsTarget, stream_arn: String) -> Self {
+        Self { client: aws_sdk_kinesis::Client::new(sdk), target, stream_arn }
     }
 }
 
@@ -137,7 +139,12 @@ impl PutRecords for Kinesis {
                     _ => false,
                 };
                 SinkError::Request {
-                    message: crate::permissions::describe(&e, "kinesis:PutRecords", &self.stream_arn),
+                    message: crate::permissions::describe(
+                        &e,
+                        &self.target,
+                        "kinesis:PutRecords",
+                        &self.stream_arn,
+                    ),
                     transient,
                 }
             })?;
@@ -183,6 +190,7 @@ pub(crate) fn plan_requests(
 pub struct Sender<P> {
     put: P,
     policy: RetryPolicy,
+    retries: RetryCount,
     records_per_second: u32,
     window_start: Instant,
     sent_in_window: u64,
@@ -193,7 +201,20 @@ pub struct Sender<P> {
 impl<P: PutRecords> Sender<P> {
     /// A sender; `records_per_second` 0 turns pacing off.
     pub fn new(put: P, policy: RetryPolicy, records_per_second: u32) -> Self {
-        Self { put, policy, records_per_second, window_start: Instant::now(), sent_in_window: 0, resent: 0 }
+        Self {
+            put,
+            policy,
+            retries: RetryCount::default(),
+            records_per_second,
+            window_start: Instant::now(),
+            sent_in_window: 0,
+            resent: 0,
+        }
+    }
+
+    /// Counts this sender's re-attempts in `retries` (the run's count).
+    pub fn counting(self, retries: &RetryCount) -> Self {
+        Self { retries: retries.clone(), ..self }
     }
 
     /// The underlying client.
@@ -214,7 +235,7 @@ impl<P: PutRecords> Sender<P> {
             let batch: Vec<OutgoingRecord> = pending.iter().map(|&i| records[i].clone()).collect();
             if !first {
                 self.resent += batch.len() as u64;
-                crate::retry::count_retry();
+                self.retries.add_one();
             }
             first = false;
             let last_error = match self.put.put_records(&batch).await {
@@ -338,13 +359,13 @@ mod tests {
     async fn only_failed_records_are_resent() {
         let records: Vec<OutgoingRecord> =
             (0..10u8).map(|i| OutgoingRecord { data: vec![i], partition_key: "k".into() }).collect();
-        let mut s = Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 2 }, fast(), 0);
-        let retries_before = crate::retry::retries_so_far();
+        let retries = RetryCount::default();
+        let mut s =
+            Sender::new(Flaky { calls: Mutex::new(vec![]), fail_times: 2 }, fast(), 0).counting(&retries);
         s.send_all(&records).await.unwrap();
         assert_eq!(*s.inner().calls.lock().unwrap(), vec![10, 5, 5]);
         assert_eq!(s.resent, 10);
-        // The counter is process-wide and other tests may add to it meanwhile.
-        assert!(crate::retry::retries_so_far() >= retries_before + 2);
+        assert_eq!(retries.get(), 2);
     }
 
     #[tokio::test]

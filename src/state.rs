@@ -178,6 +178,7 @@ pub trait CursorStore {
 #[derive(Debug)]
 pub struct S3CursorStore {
     client: aws_sdk_s3::Client,
+    target: crate::aws::AwsTarget,
     bucket: String,
     key: String,
     /// The ETag of the object as this run last read or wrote it; `Some(None)` when it
@@ -190,10 +191,17 @@ pub struct S3CursorStore {
 }
 
 impl S3CursorStore {
-    /// A store for `s3://bucket/key`.
-    pub fn new(client: aws_sdk_s3::Client, bucket: String, key: String) -> Self {
+    /// A store for `s3://bucket/key`; `target` is where `client` sends calls (for error
+    /// messages).
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        target: crate::aws::AwsTarget,
+        bucket: String,
+        key: String,
+    ) -> Self {
         Self {
             client,
+            target,
             bucket,
             key,
             etag: Mutex::new(None),
@@ -284,7 +292,7 @@ impl CursorStore for S3CursorStore {
                     message,
                 });
             }
-            Err(e) => return Err(self.s3_error(crate::aws::error_text(&e))),
+            Err(e) => return Err(self.s3_error(crate::aws::error_text(&e, &self.target))),
         };
         let etag = out.e_tag().map(str::to_string);
         self.remember_caught_up(out.metadata());
@@ -377,6 +385,7 @@ impl S3CursorStore {
     {
         crate::permissions::describe(
             e,
+            &self.target,
             "s3:PutObject",
             &crate::permissions::s3_object_arn(&self.bucket, &self.key),
         )
@@ -392,6 +401,7 @@ impl S3CursorStore {
                 self.client.get_object().bucket(&self.bucket).key(&self.key).send().await.map_err(|e| {
                     crate::permissions::describe(
                         &e,
+                        &self.target,
                         "s3:GetObject",
                         &crate::permissions::s3_object_arn(&self.bucket, &self.key),
                     )
@@ -423,59 +433,6 @@ impl S3CursorStore {
 /// (its answer lost, the SDK's retry refused): the same body.
 pub(crate) fn is_own_write(stored: &[u8], sent: &str) -> bool {
     stored == sent.as_bytes()
-}
-
-/// A cursor kept in memory, for unit tests.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(crate) struct MemoryCursorStore {
-    cursor: Mutex<Option<Cursor>>,
-    /// Every cursor saved, in order.
-    pub saved: Mutex<Vec<Cursor>>,
-    caught_up: Mutex<Option<NaiveDateTime>>,
-    late: Mutex<Option<LateWindow>>,
-}
-
-#[cfg(test)]
-impl MemoryCursorStore {
-    /// A store holding `cursor`.
-    pub(crate) fn new(cursor: Option<Cursor>) -> Self {
-        Self {
-            cursor: Mutex::new(cursor),
-            saved: Mutex::new(Vec::new()),
-            caught_up: Mutex::new(None),
-            late: Mutex::new(None),
-        }
-    }
-}
-
-#[cfg(test)]
-impl CursorStore for MemoryCursorStore {
-    async fn load(&self) -> Result<Option<Cursor>, StateError> {
-        Ok(*self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    async fn save(&self, cursor: Cursor) -> Result<(), StateError> {
-        *self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cursor);
-        self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(cursor);
-        Ok(())
-    }
-
-    fn caught_up_through(&self) -> Option<NaiveDateTime> {
-        *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set_caught_up_through(&self, through: NaiveDateTime) {
-        *self.caught_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(through);
-    }
-
-    fn late_window(&self) -> Option<LateWindow> {
-        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set_late_window(&self, window: LateWindow) {
-        *self.late.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
-    }
 }
 
 #[cfg(test)]

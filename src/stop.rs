@@ -38,19 +38,8 @@ pub struct StopToken {
     pub grace: Duration,
 }
 
-impl Default for StopToken {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StopToken {
-    /// A token nobody has set, with a 20 s grace period.
-    pub(crate) fn new() -> Self {
-        Self::with_grace(Duration::from_secs(20))
-    }
-
-    /// A token with the given grace period.
+    /// A token nobody has set, with the given grace period (a run's is `STOP_TIMEOUT_SECONDS`).
     pub(crate) fn with_grace(grace: Duration) -> Self {
         Self { tx: Arc::new(watch::Sender::new(None)), grace }
     }
@@ -138,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_reason_wins() {
-        let t = StopToken::new();
+        let t = StopToken::with_grace(Duration::from_secs(20));
         assert_eq!(t.reason(), None);
         t.request(StopReason::Terminate);
         t.request(StopReason::LeaseLost);

@@ -129,10 +129,13 @@ pub async fn backfill(
     let connected = app::connect(&settings).await?;
     let pseudonymizer = app::pseudonymizer(&settings)?;
     let (store, skip) = if only_missing {
-        let skip = already_on_the_stream(&settings, &sdk, &connected, &pseudonymizer, from, to).await?;
+        let skip =
+            already_on_the_stream(&settings, &sdk, &aws.target(), &connected, &pseudonymizer, from, to)
+                .await?;
         (None, skip)
     } else {
-        let store = S3CursorStore::new(app::s3_client(&sdk, &aws), settings.s3_bucket.clone(), key);
+        let store =
+            S3CursorStore::new(app::s3_client(&sdk, &aws), aws.target(), settings.s3_bucket.clone(), key);
         // The first time, create the backfill's own cursor at the start of the range;
         // later, or when another task of the same range got there first, it exists and is
         // kept. It is created without reading it first: a role without s3:ListBucket gets
@@ -149,16 +152,20 @@ pub async fn backfill(
         }
         None => None,
     };
+    let retries = crate::retry::RetryCount::default();
     let mut stages = Stages {
-        source: Skipping { inner: Bounded::new(connected.envisionware, to), skip },
-        sierra: connected.sierra,
-        redshift: connected.redshift,
+        source: Skipping { inner: Bounded::new(connected.envisionware.counting(&retries), to), skip },
+        sierra: connected.sierra.counting(&retries),
+        redshift: connected.redshift.counting(&retries),
         store,
-        sender: Some(Sender::new(
-            Kinesis::new(&sdk, settings.kinesis_stream_arn.clone()),
-            settings.retry,
-            settings.kinesis_records_per_second,
-        )),
+        sender: Some(
+            Sender::new(
+                Kinesis::new(&sdk, aws.target(), settings.kinesis_stream_arn.clone()),
+                settings.retry,
+                settings.kinesis_records_per_second,
+            )
+            .counting(&retries),
+        ),
         pseudonymizer,
         encoder: connected.encoder,
     };
@@ -173,6 +180,7 @@ pub async fn backfill(
         start_cursor: Some(start_of(from)),
         cursor_location: location,
         progress: progress.as_ref().map(TerminalProgress::hook),
+        retries,
         ..app::run_options(&settings)
     };
     let result = crate::pipeline::run(&mut stages, &options).await;
@@ -190,6 +198,7 @@ pub async fn backfill(
 async fn already_on_the_stream(
     settings: &crate::config::Settings,
     sdk: &aws_config::SdkConfig,
+    target: &crate::aws::AwsTarget,
     connected: &app::Connected,
     pseudonymizer: &crate::pseudonym::Pseudonymizer,
     from: NaiveDateTime,
@@ -207,6 +216,7 @@ async fn already_on_the_stream(
     };
     super::decode::from_stream(
         sdk,
+        target,
         &settings.kinesis_stream_arn,
         &super::decode::DecodeFrom::Since(since),
         &mut collect,

@@ -168,12 +168,13 @@ pub(crate) async fn dependencies(
     aws: &crate::aws::AwsSettings,
 ) -> Vec<CheckLine> {
     let timeout = settings.statement_timeout.min(settings.connect_timeout.max(Duration::from_secs(5)));
+    let target = aws.target();
     let (a, b, c, d, e, f) = tokio::join!(
         timed("schema", schema(settings)),
         timed_db("Envisionware", envisionware(settings, timeout)),
         timed_db("Sierra", sierra(settings, timeout)),
         timed_db("Redshift", redshift(settings, timeout)),
-        timed("Kinesis", kinesis(settings, sdk)),
+        timed("Kinesis", kinesis(settings, sdk, &target)),
         timed("S3 cursor", s3_cursor(settings, sdk, aws)),
     );
     vec![a, b, c, d, e, f]
@@ -232,7 +233,11 @@ async fn redshift(settings: &Settings, timeout: Duration) -> Result<(String, Tls
     Ok((format!("connected; the {table} lookup runs, its columns decode"), tls))
 }
 
-async fn kinesis(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<String, String> {
+async fn kinesis(
+    settings: &Settings,
+    sdk: &aws_config::SdkConfig,
+    target: &crate::aws::AwsTarget,
+) -> Result<String, String> {
     if settings.ignore_kinesis {
         return Ok("IGNORE_KINESIS is set; not checked".to_string());
     }
@@ -256,6 +261,7 @@ async fn kinesis(settings: &Settings, sdk: &aws_config::SdkConfig) -> Result<Str
         Err(e) => {
             return Err(crate::permissions::describe(
                 &e,
+                target,
                 "kinesis:DescribeStreamSummary",
                 &settings.kinesis_stream_arn,
             ));
@@ -278,7 +284,8 @@ async fn s3_cursor(
     // No HeadBucket: it needs s3:ListBucket, which the task role does not have
     // (deploy/iam-policy.json); reading the cursor object shows a missing bucket too.
     let client = app::s3_client(sdk, aws);
-    let store = S3CursorStore::new(client, settings.s3_bucket.clone(), settings.s3_resource.clone());
+    let store =
+        S3CursorStore::new(client, aws.target(), settings.s3_bucket.clone(), settings.s3_resource.clone());
     let location = format!("s3://{}/{}", settings.s3_bucket, settings.s3_resource);
     match store.load().await.map_err(|e| e.to_string())? {
         Some(Cursor { date_time, .. }) => Ok(format!("{location} at {}", format_date_time(date_time))),

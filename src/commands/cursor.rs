@@ -122,7 +122,7 @@ async fn settings_and_store(
         return Err(AppError::Usage("IGNORE_CACHE is set: there is no cursor object to show or set".into()));
     }
     let client = app::s3_client(&sdk, &aws);
-    let store = app::cursor_store(&settings, client.clone());
+    let store = app::cursor_store(&settings, client.clone(), aws.target());
     Ok((settings, store, client))
 }
 

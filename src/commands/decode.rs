@@ -10,7 +10,6 @@ use base64::Engine as _;
 
 use crate::app::AppError;
 use crate::cli::ConfigArgs;
-use crate::config::kms::KmsDecrypter;
 use crate::config::{RawConfig, variables};
 use crate::encode::fetch_encoder;
 
@@ -32,17 +31,17 @@ pub(crate) type PrintDatum<'a> = dyn FnMut(&[u8], &dyn std::fmt::Display) -> Res
 async fn variable(
     raw: &RawConfig,
     sdk: &aws_config::SdkConfig,
+    target: &crate::aws::AwsTarget,
     name: &'static str,
 ) -> Result<String, AppError> {
     use secrecy::ExposeSecret as _;
-    if let Some(v) = raw.plain(name).map(str::trim).filter(|v| !v.is_empty()) {
-        return Ok(v.to_string());
+    let text = crate::app::plain_or_decrypted(raw, name, async || (sdk.clone(), target.clone())).await?;
+    // An empty plain value counts as unset; a decrypted one is taken as it is.
+    let decrypted = raw.plain(name).is_none();
+    match text.as_ref().map(|t| t.expose_secret().trim()) {
+        Some(t) if decrypted || !t.is_empty() => Ok(t.to_string()),
+        _ => Err(crate::config::ConfigError::Missing(vec![name]).into()),
     }
-    if raw.encrypted_names().any(|n| n == name) {
-        let secret = raw.decrypt_one(name, &KmsDecrypter::new(sdk, raw.kms_key_id()?)).await?;
-        return Ok(secret.expose_secret().trim().to_string());
-    }
-    Err(crate::config::ConfigError::Missing(vec![name]).into())
 }
 
 /// An optional variable's text: plain, decrypted when the file encrypts it, else `None`
@@ -50,12 +49,13 @@ async fn variable(
 async fn optional_variable(
     raw: &RawConfig,
     sdk: &aws_config::SdkConfig,
+    target: &crate::aws::AwsTarget,
     name: &'static str,
 ) -> Result<Option<String>, AppError> {
     if raw.plain(name).is_none() && !raw.encrypted_names().any(|n| n == name) {
         return Ok(None);
     }
-    variable(raw, sdk, name).await.map(Some).or_else(|e| match e {
+    variable(raw, sdk, target, name).await.map(Some).or_else(|e| match e {
         // Set but empty: the default applies, as in a run.
         AppError::Config(crate::config::ConfigError::Missing(_)) => Ok(None),
         e => Err(e),
@@ -67,13 +67,14 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     let raw = super::gather_and_log(config, &config.source(None))?;
     let aws = raw.aws_settings();
     let sdk = crate::aws::sdk_config(&aws).await;
-    let schema_url = variable(&raw, &sdk, variables::PC_RESERVE_SCHEMA_URL.name).await?;
+    let target = aws.target();
+    let schema_url = variable(&raw, &sdk, &target, variables::PC_RESERVE_SCHEMA_URL.name).await?;
     // The schema request as `run` makes it: SCHEMA_TIMEOUT_SECONDS per attempt, retried by
     // RETRY_ATTEMPTS/RETRY_BASE_DELAY_MS (README "Configuration").
     let mut fetch_vars = std::collections::BTreeMap::new();
     for var in [variables::SCHEMA_TIMEOUT_SECONDS, variables::RETRY_ATTEMPTS, variables::RETRY_BASE_DELAY_MS]
     {
-        if let Some(text) = optional_variable(&raw, &sdk, var.name).await? {
+        if let Some(text) = optional_variable(&raw, &sdk, &target, var.name).await? {
             fetch_vars.insert(var.name.to_string(), text);
         }
     }
@@ -93,8 +94,8 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     match from {
         DecodeFrom::File(path) => from_file(&path, &mut print),
         other => {
-            let arn = variable(&raw, &sdk, variables::KINESIS_STREAM_ARN.name).await?;
-            from_stream(&sdk, &arn, &other, &mut print).await
+            let arn = variable(&raw, &sdk, &target, variables::KINESIS_STREAM_ARN.name).await?;
+            from_stream(&sdk, &target, &arn, &other, &mut print).await
         }
     }
 }
@@ -149,6 +150,7 @@ fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
 /// from a time), until `print` says stop or the shards are read to their end.
 pub(crate) async fn from_stream(
     sdk: &aws_config::SdkConfig,
+    target: &crate::aws::AwsTarget,
     arn: &str,
     from: &DecodeFrom,
     print: &mut PrintDatum<'_>,
@@ -160,7 +162,7 @@ pub(crate) async fn from_stream(
         .stream_arn(arn)
         .send()
         .await
-        .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:ListShards", arn)))?;
+        .map_err(|e| fail(crate::permissions::describe(&e, target, "kinesis:ListShards", arn)))?;
     for shard in shards.shards() {
         let mut request = kinesis.get_shard_iterator().stream_arn(arn).shard_id(shard.shard_id());
         request = match from {
@@ -172,7 +174,7 @@ pub(crate) async fn from_stream(
         let Some(mut iterator) = request
             .send()
             .await
-            .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:GetShardIterator", arn)))?
+            .map_err(|e| fail(crate::permissions::describe(&e, target, "kinesis:GetShardIterator", arn)))?
             .shard_iterator
         else {
             continue;
@@ -185,7 +187,7 @@ pub(crate) async fn from_stream(
                 .limit(10_000)
                 .send()
                 .await
-                .map_err(|e| fail(crate::permissions::describe(&e, "kinesis:GetRecords", arn)))?;
+                .map_err(|e| fail(crate::permissions::describe(&e, target, "kinesis:GetRecords", arn)))?;
             for r in got.records() {
                 let origin = format!("shard {} sequence {}", shard.shard_id(), r.sequence_number());
                 if !print(r.data().as_ref(), &origin)? {

@@ -1,5 +1,6 @@
 //! The operator tools behind the subcommands: `run` (with `--dry-run`, `--every`,
-//! `--metrics`), `check`, `cursor`, `decode`, `backfill`, `reconcile`. Each loads only
+//! `--metrics`), `check`, `cursor`, `decode`, `backfill`, `reconcile`, `pseudonymize`,
+//! `bench-hash`. Each loads only
 //! the configuration it needs and prints its answer on standard output; logs go to
 //! standard error.
 
@@ -7,6 +8,7 @@ pub mod backfill;
 pub mod check;
 pub mod cursor;
 pub mod decode;
+pub mod pseudonymize;
 pub mod reconcile;
 pub mod run;
 

@@ -140,7 +140,7 @@ async fn start_cursor(
     if settings.ignore_cache {
         return Ok(Some(settings.start_cursor.unwrap_or_else(Cursor::default_start)));
     }
-    let store = app::cursor_store(settings, app::s3_client(sdk, aws));
+    let store = app::cursor_store(settings, app::s3_client(sdk, aws), aws.target());
     Ok(store.load().await?.or(settings.start_cursor))
 }
 
@@ -183,16 +183,17 @@ pub(crate) async fn dry_run(
     let encoder = connected.encoder.clone();
     let sink = FileSink::create(&encoder, format, output)?;
     let pseudonymizer = app::pseudonymizer(settings)?;
+    let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
+    let retries = &options.retries;
     let mut stages = Stages {
-        source: connected.envisionware,
-        sierra: connected.sierra,
-        redshift: connected.redshift,
+        source: connected.envisionware.counting(retries),
+        sierra: connected.sierra.counting(retries),
+        redshift: connected.redshift.counting(retries),
         store: None::<S3CursorStore>,
-        sender: Some(Sender::new(sink, RetryPolicy::none(), 0)),
+        sender: Some(Sender::new(sink, RetryPolicy::none(), 0).counting(retries)),
         pseudonymizer,
         encoder: connected.encoder,
     };
-    let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
     let result = crate::pipeline::run(&mut stages, &options).await;
     if let Some(sender) = &stages.sender {
         sender.inner().finish()?;

@@ -30,13 +30,19 @@ pub(crate) struct KmsDecrypter {
     client: aws_sdk_kms::Client,
     /// `KMS_KEY_ID`: the only key a ciphertext may be under, when set.
     key_id: Option<String>,
+    /// Where the calls go, for error messages.
+    target: crate::aws::AwsTarget,
 }
 
 impl KmsDecrypter {
     /// A decrypter using the shared AWS configuration (region, profile, endpoint), pinned
     /// to `key_id` (`KMS_KEY_ID`) when given.
-    pub(crate) fn new(sdk: &aws_config::SdkConfig, key_id: Option<String>) -> Self {
-        Self { client: aws_sdk_kms::Client::new(sdk), key_id }
+    pub(crate) fn new(
+        sdk: &aws_config::SdkConfig,
+        target: crate::aws::AwsTarget,
+        key_id: Option<String>,
+    ) -> Self {
+        Self { client: aws_sdk_kms::Client::new(sdk), key_id, target }
     }
 }
 
@@ -59,7 +65,7 @@ impl Decrypter for KmsDecrypter {
                         self.key_id.as_deref().unwrap_or_default()
                     );
                 }
-                crate::permissions::describe(&e, "kms:Decrypt", "the KMS key of ENCRYPTED_VARIABLES")
+                crate::permissions::describe(&e, &self.target, "kms:Decrypt", "the KMS key of ENCRYPTED_VARIABLES")
             })?;
         out.plaintext.map(|b| b.into_inner()).ok_or_else(|| "KMS returned no plaintext".to_string())
     }

@@ -255,10 +255,6 @@ pub struct Settings {
     /// `STOP_TIMEOUT_SECONDS` (default 20): how long a request in flight may still take
     /// after SIGTERM/SIGINT.
     pub stop_timeout: Duration,
-    /// Variables that hold secrets: their values must never reach a log line (tests
-    /// check that none is printed).
-    #[cfg(test)]
-    secrets: Vec<SecretString>,
 }
 
 impl fmt::Debug for Settings {
@@ -271,15 +267,6 @@ impl fmt::Debug for Settings {
             .field("ignore_cache", &self.ignore_cache)
             .field("ignore_kinesis", &self.ignore_kinesis)
             .finish_non_exhaustive()
-    }
-}
-
-impl Settings {
-    /// Every secret value of this configuration (decrypted variables, passwords, salt), so
-    /// tests can check that none of them is printed.
-    #[cfg(test)]
-    pub(crate) fn secret_values(&self) -> impl Iterator<Item = &str> {
-        self.secrets.iter().map(|s| s.expose_secret())
     }
 }
 
@@ -473,28 +460,12 @@ impl RawConfig {
         self.check_required()?;
         let mut values =
             WipedOnDrop(std::mem::take(&mut self.plain).into_iter().map(|(k, (v, _))| (k, v)).collect());
-        #[cfg(test)]
-        let mut secrets: Vec<SecretString> = Vec::new();
         let decrypted = kms::decrypt_all(kms, &self.encrypted).await?;
         for (name, plaintext) in decrypted {
-            let text = plaintext.expose_secret().to_string();
-            #[cfg(test)]
-            if !text.is_empty() && !is_public_variable(&name) {
-                secrets.push(plaintext);
-            }
-            values.insert(name, text);
-        }
-        #[cfg(test)]
-        for var in variables::VARIABLES.iter().filter(|v| v.secrecy == variables::Secrecy::Secret) {
-            if let Some(v) = values.get(var.name).filter(|v| !v.is_empty()) {
-                secrets.push(SecretString::from(v.clone()));
-            }
+            values.insert(name, plaintext.expose_secret().to_string());
         }
         // `values` wipes its plain copies when it goes out of scope, on success or error.
-        let settings = validate(&Vars(&values))?;
-        #[cfg(test)]
-        let settings = Settings { secrets, ..settings };
-        Ok(settings)
+        validate(&Vars(&values))
     }
 }
 
@@ -532,11 +503,6 @@ impl Drop for WipedOnDrop {
 }
 
 /// Variables whose values are not secrets even when the file encrypts them.
-#[cfg(test)]
-fn is_public_variable(name: &str) -> bool {
-    variables::find(name).is_some_and(|v| v.secrecy == variables::Secrecy::Public)
-}
-
 /// The gathered texts, read through the variables' descriptions in [`variables`].
 struct Vars<'a>(&'a BTreeMap<String, String>);
 
@@ -682,8 +648,6 @@ fn validate(v: &Vars<'_>) -> Result<Settings, ConfigError> {
         envisionware_retention,
         late_row_window,
         stop_timeout: v.seconds(&var::STOP_TIMEOUT_SECONDS, true)?,
-        #[cfg(test)]
-        secrets: Vec::new(),
     })
 }
 
@@ -792,7 +756,7 @@ fn retry_policy(v: &Vars<'_>) -> Result<RetryPolicy, ConfigError> {
     Ok(RetryPolicy {
         attempts,
         base_delay: Duration::from_millis(base_delay_ms),
-        max_delay: Duration::from_secs(20),
+        max_delay: crate::retry::MAX_BACKOFF,
     })
 }
 
@@ -873,6 +837,20 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// The values a test configured for variables that hold secrets, which must never reach
+    /// a log line: the non-empty ones the table marks secret, in `plaintext` (the file's
+    /// plain values) or `decrypted` (what the test's KMS answers for the encrypted ones),
+    /// and the decrypted ones it does not mark public.
+    pub(crate) fn configured_secrets(
+        plaintext: &BTreeMap<String, String>,
+        decrypted: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let secrecy = |name: &str| variables::find(name).map(|v| v.secrecy);
+        let plain = plaintext.iter().filter(|(n, _)| secrecy(n) == Some(variables::Secrecy::Secret));
+        let encrypted = decrypted.iter().filter(|(n, _)| secrecy(n) != Some(variables::Secrecy::Public));
+        plain.chain(encrypted).filter(|(_, v)| !v.is_empty()).map(|(_, v)| v.clone()).collect()
     }
 
     fn settings_with(changes: &[(&str, Option<&str>)]) -> Result<Settings, ConfigError> {
@@ -1248,8 +1226,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let s = settings_with(&[]).unwrap();
-        let mut secrets: Vec<&str> = s.secret_values().collect();
+        let mut secrets = configured_secrets(&complete_plaintext(), &BTreeMap::new());
         secrets.sort_unstable();
         assert_eq!(
             secrets,
@@ -1369,7 +1346,8 @@ mod tests {
             RawConfig::from_parts(yaml::ConfigFile { plaintext, encrypted }, &|_| None, &BTreeMap::new());
         let s = futures_lite_block_on(raw.resolve(&EchoDecrypter)).unwrap();
         assert_eq!(s.sierra.password.expose_secret(), "plain-secret-value");
-        assert!(s.secret_values().any(|v| v == "plain-secret-value"));
+        let decrypted = [("SIERRA_DB_PASSWORD".to_string(), "plain-secret-value".to_string())].into();
+        assert!(configured_secrets(&BTreeMap::new(), &decrypted).contains(&"plain-secret-value".to_string()));
         let shown = format!("{s:?} {:?} {:?} {}", s.sierra, s.salt, s.salt);
         assert!(!shown.contains("secret-value") && !shown.contains("abcdefghij"), "{shown}");
     }
@@ -1377,12 +1355,12 @@ mod tests {
     #[test]
     fn secrets_are_known_and_never_debug_printed() {
         let s = settings_with(&[]).unwrap();
-        let secrets: Vec<&str> = s.secret_values().collect();
-        assert!(secrets.contains(&"sierra-password"));
-        assert!(secrets.contains(&"$2b$04$abcdefghijklmnopqrstuu"));
+        let secrets = configured_secrets(&complete_plaintext(), &BTreeMap::new());
+        assert!(secrets.iter().any(|v| v == "sierra-password"));
+        assert!(secrets.iter().any(|v| v == "$2b$04$abcdefghijklmnopqrstuu"));
         let shown = format!("{s:?} {:?}", s.sierra);
         for secret in secrets {
-            assert!(!shown.contains(secret), "{shown}");
+            assert!(!shown.contains(&secret), "{shown}");
         }
     }
 }

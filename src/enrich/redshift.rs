@@ -16,7 +16,7 @@ use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{Geo, GeoDirectory, GeoRow, geo_by_patron};
 use crate::db::{DbError, context, expect_column, with_timeout};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryCount, RetryPolicy, retry};
 
 /// The warehouse table: `pc_reserve` for production, else `pc_reserve_<REDSHIFT_DB_NAME>`.
 pub(crate) fn pc_reserve_table(patron_table: &str) -> String {
@@ -36,6 +36,7 @@ pub struct Redshift {
     table: String,
     statement_timeout: Duration,
     retry: RetryPolicy,
+    retries: RetryCount,
 }
 
 impl Redshift {
@@ -47,7 +48,12 @@ impl Redshift {
     /// A lookup on an open pool. `table` was validated as an identifier by the
     /// configuration (it cannot be a bound parameter).
     pub fn new(pool: PgPool, table: String, statement_timeout: Duration, retry: RetryPolicy) -> Self {
-        Self { pool, table, statement_timeout, retry }
+        Self { pool, table, statement_timeout, retry, retries: RetryCount::default() }
+    }
+
+    /// Counts this lookup's retries in `retries` (the run's count).
+    pub fn counting(self, retries: &RetryCount) -> Self {
+        Self { retries: retries.clone(), ..self }
     }
 
     /// The warehouse table the sent records land in, beside the patron table.
@@ -114,6 +120,7 @@ impl GeoDirectory for Redshift {
             let sql = self.query_text(chunk.len());
             let fetched = retry(
                 &self.retry,
+                &self.retries,
                 "Redshift",
                 |e: &DbError| e.transient,
                 || {

@@ -9,7 +9,7 @@ use sqlx::{Executor as _, Row as _, Statement as _};
 
 use super::{PatronDirectory, PatronMatch, PatronRow, PhraseEntry, match_patrons, patron_ids_by_barcode};
 use crate::db::{DbError, context, expect_column, with_timeout};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryCount, RetryPolicy, retry};
 
 /// Phrase entries whose tagged form equals one of `$1` (`'b' || barcode`).
 const PHRASE_ENTRIES: &str = "SELECT index_tag || index_entry AS tagged, record_id \
@@ -30,12 +30,18 @@ pub struct Sierra {
     pool: PgPool,
     statement_timeout: Duration,
     retry: RetryPolicy,
+    retries: RetryCount,
 }
 
 impl Sierra {
     /// A lookup on an open pool.
     pub fn new(pool: PgPool, statement_timeout: Duration, retry: RetryPolicy) -> Self {
-        Self { pool, statement_timeout, retry }
+        Self { pool, statement_timeout, retry, retries: RetryCount::default() }
+    }
+
+    /// Counts this lookup's retries in `retries` (the run's count).
+    pub fn counting(self, retries: &RetryCount) -> Self {
+        Self { retries: retries.clone(), ..self }
     }
 
     /// What `check` runs: both lookups exactly as a run sends them, with arrays that
@@ -67,6 +73,7 @@ impl Sierra {
     async fn phrase_entries(&self, tagged: &[String]) -> Result<Vec<PhraseEntry>, DbError> {
         let rows = retry(
             &self.retry,
+            &self.retries,
             "Sierra",
             |e: &DbError| e.transient,
             || {
@@ -88,6 +95,7 @@ impl Sierra {
     async fn patron_rows(&self, ids: &[i64]) -> Result<Vec<PatronRow>, DbError> {
         let rows = retry(
             &self.retry,
+            &self.retries,
             "Sierra",
             |e: &DbError| e.transient,
             || with_timeout(self.statement_timeout, sqlx::query(PATRONS).bind(ids).fetch_all(&self.pool)),

@@ -9,7 +9,7 @@ use sqlx::{Executor as _, Row as _, Statement as _};
 use super::{ReservationSource, Retention, WindowBounds};
 use crate::db::{DbError, context, expect_column, with_timeout};
 use crate::domain::{Cursor, Reservation};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryCount, RetryPolicy, retry};
 
 /// The keyset condition, written once: rows strictly after `(dt, key)` in
 /// `(pcrDateTime, pcrKey)` order, binding `dt`, `dt`, `key`. The first condition lets the
@@ -88,6 +88,7 @@ pub struct Envisionware {
     pool: MySqlPool,
     statement_timeout: Duration,
     retry: RetryPolicy,
+    retries: RetryCount,
     settle_delay: Duration,
 }
 
@@ -99,7 +100,12 @@ impl Envisionware {
 
     /// A reader on an open pool.
     pub fn new(pool: MySqlPool, statement_timeout: Duration, retry: RetryPolicy) -> Self {
-        Self { pool, statement_timeout, retry, settle_delay: Duration::ZERO }
+        Self { pool, statement_timeout, retry, retries: RetryCount::default(), settle_delay: Duration::ZERO }
+    }
+
+    /// Counts this reader's retries in `retries` (the run's count).
+    pub fn counting(self, retries: &RetryCount) -> Self {
+        Self { retries: retries.clone(), ..self }
     }
 
     /// Reads only rows whose `pcrDateTime` is at least `delay` before the database's
@@ -201,6 +207,7 @@ impl ReservationSource for Envisionware {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = retry(
             &self.retry,
+            &self.retries,
             "Envisionware",
             |e: &DbError| e.transient,
             || {
@@ -234,6 +241,7 @@ impl ReservationSource for Envisionware {
     async fn retention(&self) -> Result<Option<Retention>, DbError> {
         let row = retry(
             &self.retry,
+            &self.retries,
             "Envisionware",
             |e: &DbError| e.transient,
             || with_timeout(self.statement_timeout, sqlx::query(RETENTION).fetch_one(&self.pool)),

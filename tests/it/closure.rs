@@ -54,11 +54,12 @@ impl<'a> Poller<'a> {
             redshift: connected.redshift,
             store: Some(S3CursorStore::new(
                 s3_client(&self.env.sdk),
+                self.env.stack.aws().target(),
                 self.env.bucket.clone(),
                 self.env.cursor_key.clone(),
             )),
             sender: Some(Sender::new(
-                Kinesis::new(&self.env.sdk, self.env.stream_arn.clone()),
+                Kinesis::new(&self.env.sdk, self.env.stack.aws().target(), self.env.stream_arn.clone()),
                 settings.retry,
                 0,
             )),

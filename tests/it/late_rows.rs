@@ -377,8 +377,17 @@ async fn a_failed_count_is_a_warning_and_the_run_succeeds() {
         },
         sierra: connected.sierra,
         redshift: connected.redshift,
-        store: Some(S3CursorStore::new(s3_client(&env.sdk), env.bucket.clone(), env.cursor_key.clone())),
-        sender: Some(Sender::new(Kinesis::new(&env.sdk, env.stream_arn.clone()), settings.retry, 0)),
+        store: Some(S3CursorStore::new(
+            s3_client(&env.sdk),
+            env.stack.aws().target(),
+            env.bucket.clone(),
+            env.cursor_key.clone(),
+        )),
+        sender: Some(Sender::new(
+            Kinesis::new(&env.sdk, env.stack.aws().target(), env.stream_arn.clone()),
+            settings.retry,
+            0,
+        )),
         pseudonymizer: app::pseudonymizer(&settings).unwrap(),
         encoder: connected.encoder,
     };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::*;
+use crate::test_support::MemoryLeaseStore;
 
 /// Writes the store has taken so far (the create, then one per renewal).
 fn writes(store: &MemoryLeaseStore) -> u64 {
@@ -22,7 +23,7 @@ async fn the_lease_is_renewed_every_third_of_its_ttl() {
     let ttl = Duration::from_millis(900);
     let mut lease = Lease::acquire(store.clone(), "a".into(), ttl, Utc::now()).await.unwrap();
     assert_eq!(writes(&store), 1, "created");
-    let stop = StopToken::new();
+    let stop = StopToken::with_grace(Duration::from_secs(20));
     let started = std::time::Instant::now();
     lease.keep_renewed(stop.clone());
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -49,7 +50,7 @@ async fn renewals_keep_a_later_runner_out_after_the_first_expiry() {
     let started = Utc::now();
     let mut lease = Lease::acquire(store.clone(), "a".into(), ttl, started).await.unwrap();
     let first_expiry = lease.record().expires_at;
-    let stop = StopToken::new();
+    let stop = StopToken::with_grace(Duration::from_secs(20));
     lease.keep_renewed(stop.clone());
     // Past the first expiry: without renewals the lease would have lapsed by now.
     tokio::time::sleep(Duration::from_millis(3000)).await;
