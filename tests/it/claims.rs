@@ -6,6 +6,8 @@
 //! The counts come from outside the poller: the local stack's request log and fault rules
 //! (`scripts/local-stack/moto_server.py`, 5) and loopback listeners that count connections.
 
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -334,25 +336,47 @@ async fn sql_in_envisionware_and_redshift_values_is_carried_as_data() {
 async fn run_every_retries_a_failed_run_and_stops_on_exit_2_and_4() {
     // A failed run (Sierra closes every connection) is logged and retried at the next
     // interval: three runs in about 2.5 s at --every 1s, then SIGTERM stops it (exit 6).
+    // The signal is sent right after the third "waiting for the next run" line, so that it
+    // lands between runs: a signal that lands while a run is failing ends the command with
+    // that run's failure (exit 1), which is a different claim.
     let env = TestEnv::new().await;
     env.insert_rows(&many_rows(3)).await;
     let (port, accepted) = closing_port().await;
     let port = port.to_string();
     let mut cmd = poller(&env, &[("SIERRA_DB_PORT", port.as_str()), ("RETRY_ATTEMPTS", "1")]);
-    cmd.args(["run", "--every", "1s"]);
-    let child = cmd.spawn().unwrap();
+    cmd.args(["run", "--every", "1s"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
     let _bound = kill_after(child.id(), RUN_LIMIT);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted.load(Ordering::SeqCst) < 3 {
-        assert!(Instant::now() < deadline, "fewer than 3 runs within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (waits_tx, waits_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            if line.contains("waiting for the next run") {
+                let _ = waits_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let pid = child.id();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for n in 0..3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            waits_rx.recv_timeout(left).unwrap_or_else(|_| panic!("{n} waits, not 3, within 60 s"));
+        }
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    })
+    .await
+    .unwrap();
+    assert!(accepted.load(Ordering::SeqCst) >= 3, "every run reached Sierra");
     let out = tokio::task::spawn_blocking(move || output_of(child, RUN_LIMIT)).await.unwrap();
-    let stderr = stderr_of(&out);
+    let stderr = reader.join().unwrap();
     assert_eq!(out.status.code(), Some(6), "{stderr}");
-    assert!(stderr.matches("(trying again at the next interval)").count() >= 2, "{stderr}");
-    assert!(stderr.matches("waiting for the next run").count() >= 2, "{stderr}");
+    assert!(stderr.matches("(trying again at the next interval)").count() >= 3, "{stderr}");
+    assert!(stderr.matches("waiting for the next run").count() >= 3, "{stderr}");
     assert!(env.sent().await.is_empty());
 
     // A configuration error (exit 2) stops it at once.
