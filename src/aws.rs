@@ -106,8 +106,6 @@ pub(crate) fn s3_path_style(settings: &AwsSettings) -> bool {
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
 }
 
-/// Error codes AWS answers when the caller lacks a permission.
-const DENIED: [&str; 4] = ["AccessDenied", "AccessDeniedException", "AuthorizationError", "Forbidden"];
 /// Error codes AWS answers for expired temporary credentials.
 const EXPIRED: [&str; 4] =
     ["ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"];
@@ -254,7 +252,7 @@ where
                 (None, None) => "an error without a code".to_string(),
             };
             let code = if code.is_empty() && status == Some(403) { "Forbidden" } else { code };
-            if DENIED.contains(&code) {
+            if crate::permissions::is_access_denied_code(code) {
                 let on = resource.map(|r| format!(" on {r}")).unwrap_or_default();
                 format!(
                     "access denied ({said}): the role or user running the poller needs {service}:{action}{on}"

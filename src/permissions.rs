@@ -6,13 +6,21 @@
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-/// Whether an answer is an authorisation refusal: HTTP 403, or an error code of the
-/// `AccessDenied` family (KMS and Kinesis answer 400 `AccessDeniedException`).
+/// The error codes, besides the `AccessDenied` family (`AccessDenied`,
+/// `AccessDeniedException`: KMS and Kinesis answer 400 with the latter), with which AWS
+/// refuses a caller a permission. The one list of them: `aws::error_text` and the
+/// permission messages both judge by [`is_access_denied_code`].
+const OTHER_DENIED_CODES: [&str; 3] = ["AuthorizationError", "Forbidden", "UnauthorizedOperation"];
+
+/// Whether an error code is an authorisation refusal.
+pub(crate) fn is_access_denied_code(code: &str) -> bool {
+    code.starts_with("AccessDenied") || OTHER_DENIED_CODES.contains(&code)
+}
+
+/// Whether an answer is an authorisation refusal: HTTP 403, or a refusal's error code
+/// ([`is_access_denied_code`]).
 pub(crate) fn is_access_denied(code: Option<&str>, status: Option<u16>) -> bool {
-    status == Some(403)
-        || code.is_some_and(|c| {
-            c.starts_with("AccessDenied") || c == "UnauthorizedOperation" || c == "Forbidden"
-        })
+    status == Some(403) || code.is_some_and(is_access_denied_code)
 }
 
 /// The fix named after a refusal: `the role or user running the poller needs ACTION on RESOURCE`.
@@ -62,6 +70,10 @@ mod tests {
         assert!(is_access_denied(Some("AccessDenied"), None));
         assert!(!is_access_denied(Some("NoSuchKey"), Some(404)));
         assert!(!is_access_denied(Some("ResourceNotFoundException"), Some(400)));
+        // The refusals of SNS and IAM (AuthorizationError) and of EC2 (UnauthorizedOperation).
+        assert!(is_access_denied(Some("AuthorizationError"), Some(400)));
+        assert!(is_access_denied(Some("UnauthorizedOperation"), Some(400)));
+        assert!(is_access_denied_code("Forbidden"));
         assert_eq!(
             needs("kms:Decrypt", "the key"),
             "the role or user running the poller needs kms:Decrypt on the key"

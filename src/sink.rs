@@ -126,18 +126,7 @@ impl PutRecords for Kinesis {
             .send()
             .await
             .map_err(|e| {
-                let transient = match &e {
-                    aws_sdk_kinesis::error::SdkError::ServiceError(s) => {
-                        let err = s.err();
-                        err.is_provisioned_throughput_exceeded_exception()
-                            || err.is_kms_throttling_exception()
-                            || s.raw().status().is_server_error()
-                    }
-                    aws_sdk_kinesis::error::SdkError::DispatchFailure(_)
-                    | aws_sdk_kinesis::error::SdkError::TimeoutError(_)
-                    | aws_sdk_kinesis::error::SdkError::ResponseError(_) => true,
-                    _ => false,
-                };
+                let transient = is_retriable_error(&e);
                 SinkError::Request {
                     message: crate::permissions::describe(
                         &e,
@@ -302,6 +291,30 @@ impl<P: PutRecords> Sender<P> {
             tokio::time::sleep(allowed_at - elapsed).await;
         }
         self.sent_in_window += n as u64;
+    }
+}
+
+/// Whether a whole `PutRecords` request that failed is worth sending again: throttling
+/// (`ProvisionedThroughputExceededException`, `KMSThrottlingException`), a 5xx answer
+/// (`InternalFailure`, `ServiceUnavailable`), or no answer at all (the connection failed,
+/// timed out, or the answer could not be read). Anything else (a refused permission, a
+/// missing stream, a malformed request) fails the same way again.
+fn is_retriable_error(
+    e: &aws_sdk_kinesis::error::SdkError<
+        aws_sdk_kinesis::operation::put_records::PutRecordsError,
+        aws_sdk_kinesis::config::http::HttpResponse,
+    >,
+) -> bool {
+    use aws_sdk_kinesis::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            err.is_provisioned_throughput_exceeded_exception()
+                || err.is_kms_throttling_exception()
+                || s.raw().status().is_server_error()
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        _ => false,
     }
 }
 
