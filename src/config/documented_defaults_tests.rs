@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
 
-use super::tests::{complete_plaintext, configured_secrets};
+use super::test_support::{complete_plaintext, configured_secrets};
+use super::validate::parse_bool;
 use super::*;
 use crate::pseudonym::Kernel;
 

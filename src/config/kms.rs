@@ -96,3 +96,55 @@ pub(crate) async fn decrypt_all(
     // Plaintexts decrypted before a failure are dropped here, and SecretString wipes them.
     results.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    /// Answers like [`EchoDecrypter`] but fails on ciphertexts starting with `bad`, and
+    /// records how many decrypts were in flight at once.
+    #[derive(Default)]
+    struct CountingDecrypter {
+        in_flight: std::sync::atomic::AtomicUsize,
+        max_in_flight: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Decrypter for CountingDecrypter {
+        async fn decrypt(&self, ciphertext: Vec<u8>) -> Result<Vec<u8>, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, SeqCst);
+            tokio::task::yield_now().await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            if ciphertext.starts_with(b"bad") {
+                return Err("InvalidCiphertextException".into());
+            }
+            Ok([b"plain-".as_slice(), &ciphertext].concat())
+        }
+    }
+
+    #[tokio::test]
+    async fn decrypts_all_at_once_and_names_the_first_failing_variable() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let kms = CountingDecrypter::default();
+        let names = ["A_HOST", "B_USER", "C_PASSWORD", "D_SALT"];
+        let ok: BTreeMap<String, String> = names.iter().map(|n| (n.to_string(), b64(n))).collect();
+        let out = decrypt_all(&kms, &ok).await.unwrap();
+        let plain: Vec<String> = out.iter().map(|(_, v)| v.expose_secret().to_string()).collect();
+        assert_eq!(plain, ["plain-A_HOST", "plain-B_USER", "plain-C_PASSWORD", "plain-D_SALT"]);
+        assert_eq!(kms.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        let mut failing = ok.clone();
+        failing.insert("D_SALT".into(), b64("bad-1"));
+        failing.insert("B_USER".into(), b64("bad-2"));
+        match decrypt_all(&kms, &failing).await {
+            Err(ConfigError::Kms { name, .. }) => assert_eq!(name, "B_USER"),
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+    }
+}
