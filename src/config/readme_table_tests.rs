@@ -8,10 +8,18 @@ use super::test_support::{complete_plaintext, futures_lite_block_on};
 use super::variables::{self, Kind, Requirement};
 use super::{RawConfig, Settings, kms, yaml};
 
-/// The variables of the README's configuration table, each with whether it is
-/// required: `ENVISIONWARE_DB_HOST`, `_PORT` expands to `ENVISIONWARE_DB_PORT`, and
-/// `*_DB_SSLMODE` to the three databases' names.
-fn documented_variables() -> Vec<(String, bool)> {
+/// One row of the README's configuration table: the variables it documents, whether
+/// they are required, and its notes.
+struct Row {
+    names: Vec<String>,
+    required: bool,
+    notes: String,
+}
+
+/// The rows of the README's configuration table, with the names expanded:
+/// `ENVISIONWARE_DB_HOST`, `_PORT` expands to `ENVISIONWARE_DB_PORT`, and `*_DB_SSLMODE` to
+/// the three databases' names.
+fn readme_rows() -> Vec<Row> {
     let readme = include_str!("../../README.md");
     let table = readme
         .split("| variable | required | notes |")
@@ -20,25 +28,34 @@ fn documented_variables() -> Vec<(String, bool)> {
         .split("\n\n")
         .next()
         .unwrap_or_default();
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     for line in table.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let required = cells[2] == "yes";
-        let names: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
-        let stem = names[0].rsplit_once('_').map_or("", |(stem, _)| stem);
-        for name in &names {
+        let written: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
+        let stem = written[0].rsplit_once('_').map_or("", |(stem, _)| stem);
+        let mut names = Vec::new();
+        for name in &written {
             if let Some(rest) = name.strip_prefix('*') {
                 for db in ["ENVISIONWARE", "SIERRA", "REDSHIFT"] {
-                    out.push((format!("{db}{rest}"), required));
+                    names.push(format!("{db}{rest}"));
                 }
             } else if name.starts_with('_') {
-                out.push((format!("{stem}{name}"), required));
+                names.push(format!("{stem}{name}"));
             } else {
-                out.push((name.to_string(), required));
+                names.push(name.to_string());
             }
         }
+        rows.push(Row { names, required: cells[2] == "yes", notes: cells[3].to_string() });
     }
-    out
+    rows
+}
+
+/// The variables of the README's configuration table, each with whether it is required.
+fn documented_variables() -> Vec<(String, bool)> {
+    readme_rows()
+        .into_iter()
+        .flat_map(|row| row.names.into_iter().map(move |name| (name, row.required)))
+        .collect()
 }
 
 /// What a variable changes, as text: from the validated settings, or (for the
@@ -136,19 +153,7 @@ fn every_documented_variable_is_read_from_the_environment() {
 
 /// The notes cell of the README table's row that documents `name`.
 fn documented_notes(name: &str) -> Option<String> {
-    let readme = include_str!("../../README.md");
-    let table = readme.split("| variable | required | notes |").nth(1)?.split("\n\n").next()?;
-    table.lines().filter(|l| l.starts_with("| `")).find_map(|line| {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let names: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
-        let stem = names[0].rsplit_once('_').map_or("", |(stem, _)| stem);
-        let documents = |n: &&str| {
-            *n == name
-                || n.strip_prefix('*').is_some_and(|rest| name.ends_with(rest))
-                || (n.starts_with('_') && format!("{stem}{n}") == name)
-        };
-        names.iter().any(documents).then(|| cells[3].to_string())
-    })
+    readme_rows().into_iter().find(|row| row.names.iter().any(|n| n == name)).map(|row| row.notes)
 }
 
 #[test]
