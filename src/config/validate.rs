@@ -13,7 +13,6 @@ use crate::domain::Cursor;
 use crate::pseudonym::{Kernel, Salt};
 use crate::retry::RetryPolicy;
 
-/// Variables whose values are not secrets even when the file encrypts them.
 /// The gathered texts, read through the variables' descriptions in [`variables`].
 pub(super) struct Vars<'a>(pub(super) &'a BTreeMap<String, String>);
 
