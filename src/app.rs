@@ -17,7 +17,7 @@ use crate::enrich::sierra::Sierra;
 use crate::lease::{Lease, LeaseError, S3LeaseStore, owner_name};
 use crate::pipeline::{RunError, RunOptions, RunSummary, Stages, run};
 use crate::pseudonym::{Pseudonymizer, Salt};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryCount, RetryPolicy};
 use crate::sink::{Kinesis, Sender};
 use crate::source::envisionware::Envisionware;
 use crate::state::S3CursorStore;
@@ -216,6 +216,31 @@ pub struct Connected {
     pub redshift: Redshift,
 }
 
+impl Connected {
+    /// The run's stages: the readers on these connections, `source` wrapping the
+    /// Envisionware reader (the identity for a run, a bounded range for a backfill), and
+    /// the given cursor store, sender and pseudonymizer. Every reader and the sender count
+    /// their retries in `retries` (the run's count).
+    pub(crate) fn into_stages<Src, Store, Put: crate::sink::PutRecords>(
+        self,
+        retries: &RetryCount,
+        source: impl FnOnce(Envisionware) -> Src,
+        store: Option<Store>,
+        sender: Option<Sender<Put>>,
+        pseudonymizer: Pseudonymizer,
+    ) -> Stages<Src, Sierra, Redshift, Store, Put> {
+        Stages {
+            source: source(self.envisionware.counting(retries)),
+            sierra: self.sierra.counting(retries),
+            redshift: self.redshift.counting(retries),
+            store,
+            sender: sender.map(|s| s.counting(retries)),
+            pseudonymizer,
+            encoder: self.encoder,
+        }
+    }
+}
+
 /// Fetches the schema and opens the three database pools, all at once.
 pub async fn connect(settings: &Settings) -> Result<Connected, AppError> {
     let (encoder, envisionware, sierra_pool, redshift) = tokio::try_join!(
@@ -403,18 +428,9 @@ async fn run_connected(
             settings.retry,
             settings.kinesis_records_per_second,
         )
-        .counting(retries)
     });
     let pseudonymizer = pseudonymizer(settings)?;
-    let mut stages = Stages {
-        source: connected.envisionware.counting(retries),
-        sierra: connected.sierra.counting(retries),
-        redshift: connected.redshift.counting(retries),
-        store,
-        sender,
-        pseudonymizer,
-        encoder: connected.encoder,
-    };
+    let mut stages = connected.into_stages(retries, |ew| ew, store, sender, pseudonymizer);
     Ok(run(&mut stages, &options).await?)
 }
 
