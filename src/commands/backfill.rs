@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use crate::stop::StopToken;
 use chrono::NaiveDateTime;
 
-use crate::app::{self, AppError};
+use crate::app::{self, AppError, ToolError};
 use crate::cli::ConfigArgs;
 use crate::db::DbError;
 use crate::domain::{Cursor, Reservation, format_date_time};
@@ -203,7 +203,7 @@ async fn already_on_the_stream(
         let record = connected
             .encoder
             .decode(datum)
-            .map_err(|e| AppError::Tool(format!("backfill --only-missing: {origin}: {e}")))?;
+            .map_err(|source| ToolError::OnStream { origin: origin.to_string(), source })?;
         on_stream.insert(record.key);
         Ok(true)
     };
@@ -222,7 +222,7 @@ async fn already_on_the_stream(
         let rows = range
             .read_after(after, settings.envisionware_batch_size)
             .await
-            .map_err(|e| AppError::Tool(format!("Envisionware: {e}")))?;
+            .map_err(ToolError::Envisionware)?;
         let Some(last) = rows.last() else { break };
         after = last.cursor();
         let short = rows.len() < settings.envisionware_batch_size;
