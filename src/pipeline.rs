@@ -29,7 +29,7 @@ use crate::encode::{AvroEncoder, EncodeError};
 use crate::enrich::{GeoDirectory, PatronDirectory};
 use crate::pseudonym::Pseudonymizer;
 use crate::records::BuildError;
-use crate::sink::{PutRecords, Sender, SinkError};
+use crate::sink::{PutRecords, SendError, Sender, SinkError};
 use crate::source::{ReservationSource, Retention, WindowBounds};
 use crate::state::{CursorStore, LateWindow, StateError};
 use crate::stop::{StopReason, StopToken};
@@ -58,8 +58,8 @@ pub enum RunError {
     #[error("Kinesis: {0}")]
     Sink(#[source] SinkError),
     /// Writing a dry run's output: the file sink's own error, which names itself.
-    #[error("{0}")]
-    Output(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Output(crate::dry_run::DryRunError),
     /// A stop was requested (signal or lost lease); the cursor is on the last
     /// acknowledged record.
     #[error("stopped ({reason}); the cursor is saved on the last acknowledged record ({cursor})")]
@@ -96,12 +96,17 @@ pub enum RunError {
 }
 
 impl From<SinkError> for RunError {
-    /// A sink standing in for Kinesis (a dry run's file) keeps its own message; every
-    /// other sink failure is Kinesis's.
     fn from(e: SinkError) -> Self {
+        Self::Sink(e)
+    }
+}
+
+impl From<SendError> for RunError {
+    /// The file a dry run writes in Kinesis's place keeps its own message.
+    fn from(e: SendError) -> Self {
         match e {
-            SinkError::Output(inner) => Self::Output(inner),
-            other => Self::Sink(other),
+            SendError::Kinesis(e) => Self::Sink(e),
+            SendError::File(e) => Self::Output(e),
         }
     }
 }
@@ -696,7 +701,7 @@ mod tests {
     }
 
     impl PutRecords for &Recorder {
-        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
@@ -830,7 +835,7 @@ mod tests {
             encoder: s.encoder,
         };
         let err = run(&mut s, &options()).await.unwrap_err();
-        assert!(matches!(err, RunError::Output(_)), "{err:?}");
+        assert!(matches!(err, RunError::Output(crate::dry_run::DryRunError::Closed)), "{err:?}");
         assert_eq!(err.to_string(), "dry-run output: the file is already closed");
         assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
