@@ -17,7 +17,7 @@ use crate::enrich::sierra::Sierra;
 use crate::lease::{Lease, LeaseError, S3LeaseStore, owner_name};
 use crate::pipeline::{RunError, RunOptions, RunSummary, Stages, run};
 use crate::pseudonym::{Pseudonymizer, Salt};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryCount, RetryPolicy};
 use crate::sink::{Kinesis, Sender};
 use crate::source::envisionware::Envisionware;
 use crate::state::S3CursorStore;
@@ -42,6 +42,9 @@ pub(crate) const EXIT_CHECK_FAILED: u8 = 7;
 /// Exit code: `reconcile` found a difference larger than its tolerance.
 pub(crate) const EXIT_RECONCILE_DIFFERENCE: u8 = 8;
 
+mod failures;
+pub use failures::{StartupError, ToolError};
+
 /// A failed command, named by its stage.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -65,7 +68,7 @@ pub enum AppError {
     },
     /// Something local failed (thread pool, I/O).
     #[error("startup: {0}")]
-    Startup(String),
+    Startup(#[from] StartupError),
     /// The lease could not be taken.
     #[error(transparent)]
     Lease(#[from] LeaseError),
@@ -76,8 +79,8 @@ pub enum AppError {
     #[error("cursor store: {0}")]
     State(#[from] crate::state::StateError),
     /// A tool failed; the message names the stage.
-    #[error("{0}")]
-    Tool(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     /// The command line asks for something impossible; nothing was done.
     #[error("usage: {0}")]
     Usage(String),
@@ -135,9 +138,10 @@ impl AppError {
             Self::CheckFailed(_) => "check",
             Self::ReconcileDifference { .. } => "reconcile",
             Self::Stopped | Self::Run(RunError::Stopped { .. }) => "run",
+            Self::Tool(e) => e.stage(),
             // Their messages start with the stage's name: `Envisionware: ...`,
-            // `cursor store: ...`, `dry-run output: ...`, `decode: ...`.
-            Self::Run(_) | Self::Tool(_) | Self::DryRun(_) => {
+            // `cursor store: ...`, `dry-run output: ...`.
+            Self::Run(_) | Self::DryRun(_) => {
                 let text = self.to_string();
                 return match text.split_once(": ") {
                     Some((stage, _)) if !stage.is_empty() && stage.len() <= 40 => stage.to_string(),
@@ -214,6 +218,31 @@ pub struct Connected {
     pub sierra: Sierra,
     /// Looks postal codes and census tracts up by pseudonymous patron id in Redshift.
     pub redshift: Redshift,
+}
+
+impl Connected {
+    /// The run's stages: the readers on these connections, `source` wrapping the
+    /// Envisionware reader (the identity for a run, a bounded range for a backfill), and
+    /// the given cursor store, sender and pseudonymizer. Every reader and the sender count
+    /// their retries in `retries` (the run's count).
+    pub(crate) fn into_stages<Src, Store, Put: crate::sink::PutRecords>(
+        self,
+        retries: &RetryCount,
+        source: impl FnOnce(Envisionware) -> Src,
+        store: Option<Store>,
+        sender: Option<Sender<Put>>,
+        pseudonymizer: Pseudonymizer,
+    ) -> Stages<Src, Sierra, Redshift, Store, Put> {
+        Stages {
+            source: source(self.envisionware.counting(retries)),
+            sierra: self.sierra.counting(retries),
+            redshift: self.redshift.counting(retries),
+            store,
+            sender: sender.map(|s| s.counting(retries)),
+            pseudonymizer,
+            encoder: self.encoder,
+        }
+    }
 }
 
 /// Fetches the schema and opens the three database pools, all at once.
@@ -295,7 +324,7 @@ pub(crate) fn cursor_store(settings: &Settings, s3: aws_sdk_s3::Client, target: 
 /// The pseudonymizer the settings ask for: salt, thread count and kernel.
 pub fn pseudonymizer(settings: &Settings) -> Result<Pseudonymizer, AppError> {
     Pseudonymizer::with_kernel(settings.salt.clone(), settings.pseudonym_threads, settings.pseudonym_kernel)
-        .map_err(|e| AppError::Startup(format!("bcrypt thread pool: {e}")))
+        .map_err(|e| StartupError::ThreadPool(e).into())
 }
 
 /// An S3 client honouring the endpoint's addressing style.
@@ -403,18 +432,9 @@ async fn run_connected(
             settings.retry,
             settings.kinesis_records_per_second,
         )
-        .counting(retries)
     });
     let pseudonymizer = pseudonymizer(settings)?;
-    let mut stages = Stages {
-        source: connected.envisionware.counting(retries),
-        sierra: connected.sierra.counting(retries),
-        redshift: connected.redshift.counting(retries),
-        store,
-        sender,
-        pseudonymizer,
-        encoder: connected.encoder,
-    };
+    let mut stages = connected.into_stages(retries, |ew| ew, store, sender, pseudonymizer);
     Ok(run(&mut stages, &options).await?)
 }
 
@@ -437,9 +457,18 @@ mod tests {
         let cases: Vec<(AppError, &str)> = vec![
             (AppError::Config(ConfigError::Missing(vec!["AWS_REGION"])), "configuration"),
             (AppError::Schema(EncodeError::Fetch("HTTP 500".into())), "schema"),
-            (AppError::Startup("cannot start".into()), "startup"),
-            (AppError::Tool("Envisionware: gone".into()), "Envisionware"),
-            (AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()), "cursor set"),
+            (StartupError::UnknownKernel("lanes9".into()).into(), "startup"),
+            (ToolError::Kinesis("gone".into()).into(), "Kinesis"),
+            (ToolError::NotConfirmed.into(), "cursor set"),
+            (
+                ToolError::OnStream {
+                    origin: "shard-0 #1".into(),
+                    source: crate::encode::DecodeError::TooLarge(1),
+                }
+                .into(),
+                "backfill --only-missing",
+            ),
+            (ToolError::LineTooLong { path: "d.txt".into(), line: 2, max_bytes: 3 }.into(), "decode"),
             (AppError::CheckFailed(3), "check"),
             (AppError::Usage("unexpected argument".into()), "usage"),
             (

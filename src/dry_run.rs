@@ -12,7 +12,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 
 use crate::encode::{AvroEncoder, DecodeError};
-use crate::sink::{OutgoingRecord, PutOutcome, PutRecords, SinkError};
+use crate::sink::{OutgoingRecord, PutOutcome, PutRecords, SendError};
 
 /// The file format of a dry run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -70,12 +70,6 @@ pub enum DryRunError {
 impl From<apache_avro::Error> for DryRunError {
     fn from(e: apache_avro::Error) -> Self {
         Self::Avro(e.to_string())
-    }
-}
-
-impl From<DryRunError> for SinkError {
-    fn from(e: DryRunError) -> Self {
-        SinkError::Output(std::sync::Arc::new(e))
     }
 }
 
@@ -147,7 +141,7 @@ impl<'a> FileSink<'a> {
 }
 
 impl PutRecords for FileSink<'_> {
-    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
         self.write(records)?;
         Ok(vec![None; records.len()])
     }
@@ -184,8 +178,7 @@ mod tests {
         sink.finish().unwrap();
         let record = OutgoingRecord { partition_key: "k".into(), data: vec![0] };
         let err = sink.put_records(&[record]).await.unwrap_err();
-        let SinkError::Output(inner) = &err else { panic!("{err:?}") };
-        assert!(matches!(inner.downcast_ref::<DryRunError>(), Some(DryRunError::Closed)), "{err}");
+        assert!(matches!(err, SendError::File(DryRunError::Closed)), "{err}");
         assert_eq!(err.to_string(), "dry-run output: the file is already closed");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            let err = AppError::Startup(format!("cannot start the async runtime: {e}"));
+            let err = AppError::Startup(pc_reserve_poller::app::StartupError::Runtime(e));
             logging::report_outcome(&err);
             return ExitCode::from(err.exit_code());
         }

@@ -7,14 +7,14 @@
 //! with a `run` method in a module of its own (`read`, `hash`, `send`), and a reservation
 //! travels through them as one [`crate::records::PendingRecord`]. The cursor moves after
 //! every acknowledged request, to the last reservation of that request, never past a
-//! record Kinesis has not acknowledged.
+//! record Kinesis has not acknowledged. What a run reports (progress, summary, busy
+//! times) is in `summary`.
 
 mod hash;
 mod read;
 mod send;
+mod summary;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -23,13 +23,15 @@ use tokio::sync::mpsc;
 use self::hash::HashStage;
 use self::read::{ReadStage, ReadTotals};
 use self::send::{SendStage, Sent};
+use self::summary::StageBusy;
+pub use self::summary::{Progress, ProgressHook, RunSummary};
 use crate::db::DbError;
-use crate::domain::{Cursor, RetrievalStatus, format_date_time};
+use crate::domain::{Cursor, format_date_time};
 use crate::encode::{AvroEncoder, EncodeError};
 use crate::enrich::{GeoDirectory, PatronDirectory};
 use crate::pseudonym::Pseudonymizer;
 use crate::records::BuildError;
-use crate::sink::{PutRecords, Sender, SinkError};
+use crate::sink::{PutRecords, SendError, Sender, SinkError};
 use crate::source::{ReservationSource, Retention, WindowBounds};
 use crate::state::{CursorStore, LateWindow, StateError};
 use crate::stop::{StopReason, StopToken};
@@ -58,8 +60,8 @@ pub enum RunError {
     #[error("Kinesis: {0}")]
     Sink(#[source] SinkError),
     /// Writing a dry run's output: the file sink's own error, which names itself.
-    #[error("{0}")]
-    Output(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Output(crate::dry_run::DryRunError),
     /// A stop was requested (signal or lost lease); the cursor is on the last
     /// acknowledged record.
     #[error("stopped ({reason}); the cursor is saved on the last acknowledged record ({cursor})")]
@@ -96,12 +98,17 @@ pub enum RunError {
 }
 
 impl From<SinkError> for RunError {
-    /// A sink standing in for Kinesis (a dry run's file) keeps its own message; every
-    /// other sink failure is Kinesis's.
     fn from(e: SinkError) -> Self {
+        Self::Sink(e)
+    }
+}
+
+impl From<SendError> for RunError {
+    /// The file a dry run writes in Kinesis's place keeps its own message.
+    fn from(e: SendError) -> Self {
         match e {
-            SinkError::Output(inner) => Self::Output(inner),
-            other => Self::Sink(other),
+            SendError::Kinesis(e) => Self::Sink(e),
+            SendError::File(e) => Self::Output(e),
         }
     }
 }
@@ -154,141 +161,6 @@ pub struct RunOptions {
     /// The run's retry count, which its stages add to (`counting`): the summary's
     /// `retries`.
     pub retries: crate::retry::RetryCount,
-}
-
-/// What a run has done so far, passed to the [`ProgressHook`] after every batch.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    /// Reservations read so far.
-    pub reservations: u64,
-    /// The cursor after the batch.
-    pub cursor: Cursor,
-}
-
-/// A callback the run loop calls after every batch.
-#[derive(Clone)]
-pub struct ProgressHook(pub std::sync::Arc<dyn Fn(Progress) + Send + Sync>);
-
-impl std::fmt::Debug for ProgressHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProgressHook")
-    }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-pub struct RunSummary {
-    /// Envisionware batches read.
-    pub batches: u64,
-    /// Reservations read.
-    pub reservations: u64,
-    /// Records sent (or, with Kinesis ignored, built), by retrieval status.
-    pub by_status: BTreeMap<RetrievalStatus, u64>,
-    /// Kinesis requests acknowledged.
-    pub requests: u64,
-    /// Records resent after partial failures.
-    pub resent: u64,
-    /// Retries of transient failures, every dependency together.
-    pub retries: u64,
-    /// Cursor at the start.
-    pub cursor_before: Option<Cursor>,
-    /// Cursor at the end.
-    pub cursor_after: Option<Cursor>,
-    /// bcrypt hashes computed.
-    pub pseudonyms_computed: u64,
-    /// Pseudonyms answered from the memo.
-    pub pseudonym_memo_hits: u64,
-    /// Wall time.
-    pub duration: Duration,
-    /// How far the cursor is behind Envisionware's newest reservation at the end (filled
-    /// in by the caller, which can ask Envisionware; `None` when unknown).
-    pub cursor_lag: Option<Duration>,
-    /// Rows that appeared behind the cursor since the last caught-up run (in the window it
-    /// recorded); `None` when not measured.
-    pub late_rows: Option<u64>,
-    /// Rows that disappeared from that window; `None` when not measured.
-    pub deleted_rows: Option<u64>,
-}
-
-impl RunSummary {
-    /// Records sent in all.
-    pub fn records(&self) -> u64 {
-        self.by_status.values().sum()
-    }
-
-    /// Records sent (or built) with one retrieval status; 0 when none.
-    pub(crate) fn count(&self, status: RetrievalStatus) -> u64 {
-        self.by_status.get(&status).copied().unwrap_or(0)
-    }
-}
-
-impl std::fmt::Display for RunSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cursor =
-            |c: Option<Cursor>| c.map(|c| format_date_time(c.date_time)).unwrap_or_else(|| "-".into());
-        write!(
-            f,
-            "batches={} reservations={} records={} found={} guest_pass={} missing={} requests={} resent={} retries={} pseudonyms_computed={} memo_hits={} cursor_before=\"{}\" cursor_after=\"{}\" cursor_lag={} late_rows={} deleted_rows={} duration={:.3}s",
-            self.batches,
-            self.reservations,
-            self.records(),
-            self.count(RetrievalStatus::Found),
-            self.count(RetrievalStatus::GuestPass),
-            self.count(RetrievalStatus::Missing),
-            self.requests,
-            self.resent,
-            self.retries,
-            self.pseudonyms_computed,
-            self.pseudonym_memo_hits,
-            cursor(self.cursor_before),
-            cursor(self.cursor_after),
-            self.cursor_lag.map_or_else(|| "-".into(), |d| format!("{}s", d.as_secs())),
-            measured(self.late_rows),
-            measured(self.deleted_rows),
-            self.duration.as_secs_f64(),
-        )
-    }
-}
-
-/// A count, or `-` when it was not measured.
-fn measured(n: Option<u64>) -> String {
-    n.map_or_else(|| "-".into(), |n| n.to_string())
-}
-
-/// How long each stage was busy in a run (nanoseconds), to see which one sets the pace.
-#[derive(Default)]
-struct StageBusy {
-    envisionware: AtomicU64,
-    sierra: AtomicU64,
-    bcrypt: AtomicU64,
-    redshift: AtomicU64,
-    avro: AtomicU64,
-    kinesis: AtomicU64,
-    cursor: AtomicU64,
-}
-
-impl StageBusy {
-    fn add(&self, counter: &AtomicU64, since: Instant) {
-        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        counter.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Display for StageBusy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
-        write!(
-            f,
-            "envisionware={:.3}s sierra={:.3}s bcrypt={:.3}s redshift={:.3}s avro={:.3}s kinesis={:.3}s cursor={:.3}s",
-            s(&self.envisionware),
-            s(&self.sierra),
-            s(&self.bcrypt),
-            s(&self.redshift),
-            s(&self.avro),
-            s(&self.kinesis),
-            s(&self.cursor)
-        )
-    }
 }
 
 fn batch_span(n: u64, rows: usize) -> tracing::Span {
@@ -696,7 +568,7 @@ mod tests {
     }
 
     impl PutRecords for &Recorder {
-        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             tokio::task::yield_now().await;
@@ -830,7 +702,7 @@ mod tests {
             encoder: s.encoder,
         };
         let err = run(&mut s, &options()).await.unwrap_err();
-        assert!(matches!(err, RunError::Output(_)), "{err:?}");
+        assert!(matches!(err, RunError::Output(crate::dry_run::DryRunError::Closed)), "{err:?}");
         assert_eq!(err.to_string(), "dry-run output: the file is already closed");
         assert!(s.store.as_ref().unwrap().saved.lock().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();

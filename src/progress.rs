@@ -53,6 +53,16 @@ impl TerminalProgress {
             .then(|| Self { bar: Arc::new(Mutex::new(Bar { total, started: Instant::now(), drawn: false })) })
     }
 
+    /// A display for a run started from a terminal, expecting the number of reservations
+    /// `total` counts (unknown: no percentage or ETA); `None`, without counting, when
+    /// standard error is not a terminal.
+    pub(crate) async fn counting(total: impl std::future::Future<Output = Option<u64>>) -> Option<Self> {
+        match Self::on_terminal(None) {
+            Some(_) => Self::on_terminal(total.await),
+            None => None,
+        }
+    }
+
     /// The hook to give the run loop.
     pub(crate) fn hook(&self) -> ProgressHook {
         let bar = Arc::clone(&self.bar);

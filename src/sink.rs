@@ -38,13 +38,21 @@ impl OutgoingRecord {
     }
 }
 
-/// A Kinesis failure, or the failure of a sink standing in for Kinesis.
+/// Why records could not be sent: Kinesis failed, or the file a dry run writes in its
+/// place did.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Kinesis failed.
+    #[error(transparent)]
+    Kinesis(#[from] SinkError),
+    /// The dry run's output file failed (its message names itself).
+    #[error(transparent)]
+    File(#[from] crate::dry_run::DryRunError),
+}
+
+/// A Kinesis failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
-    /// A sink that is not Kinesis (a dry run's file) failed; the error is that sink's own
-    /// type, which a caller can downcast to.
-    #[error("{0}")]
-    Output(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The whole request failed.
     #[error("{message}")]
     Request {
@@ -87,7 +95,7 @@ pub trait PutRecords {
     fn put_records(
         &self,
         records: &[OutgoingRecord],
-    ) -> impl Future<Output = Result<PutOutcome, SinkError>> + Send;
+    ) -> impl Future<Output = Result<PutOutcome, SendError>> + Send;
 }
 
 /// The real Kinesis client.
@@ -107,7 +115,7 @@ impl Kinesis {
 }
 
 impl PutRecords for Kinesis {
-    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+    async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
         let entries = records
             .iter()
             .map(|r| {
@@ -142,7 +150,8 @@ impl PutRecords for Kinesis {
             return Err(SinkError::Request {
                 message: format!("Kinesis answered {} results for {} records", outcome.len(), records.len()),
                 transient: true,
-            });
+            }
+            .into());
         }
         Ok(outcome)
     }
@@ -215,7 +224,7 @@ impl<P: PutRecords> Sender<P> {
     /// Failed records alone are resent, with backoff; the call fails when
     /// [`ATTEMPTS_WITHOUT_PROGRESS`] attempts in a row acknowledge nothing, or at once on
     /// a request error that is not transient.
-    pub(crate) async fn send_all(&mut self, records: &[OutgoingRecord]) -> Result<(), SinkError> {
+    pub(crate) async fn send_all(&mut self, records: &[OutgoingRecord]) -> Result<(), SendError> {
         let mut pending: Vec<usize> = (0..records.len()).collect();
         let mut stalled = 0u32;
         let mut first = true;
@@ -254,7 +263,7 @@ impl<P: PutRecords> Sender<P> {
                     }
                     last
                 }
-                Err(SinkError::Request { message, transient: true }) => {
+                Err(SendError::Kinesis(SinkError::Request { message, transient: true })) => {
                     tracing::warn!(error = %message, "PutRecords failed; retrying");
                     message
                 }
@@ -267,7 +276,8 @@ impl<P: PutRecords> Sender<P> {
                     total: records.len(),
                     attempts: stalled,
                     last_error,
-                });
+                }
+                .into());
             }
             tokio::time::sleep(self.policy.backoff(stalled)).await;
         }
@@ -350,7 +360,7 @@ mod tests {
     }
 
     impl PutRecords for Flaky {
-        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
             let mut calls = self.calls.lock().unwrap();
             calls.push(records.len());
             let attempt = calls.len();
@@ -391,7 +401,13 @@ mod tests {
             .await
             .expect("gave up within 30 s")
             .unwrap_err();
-        assert!(matches!(err, SinkError::NoProgress { failed: 2, total: 4, attempts: 10, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SendError::Kinesis(SinkError::NoProgress { failed: 2, total: 4, attempts: 10, .. })
+            ),
+            "{err}"
+        );
         // docs/delivery.md: "the run fails (cursor intact) only after 10 attempts in a row without
         // progress". The first call made progress (2 of 4); then 10 in a row did not.
         assert_eq!(*s.inner().calls.lock().unwrap(), [4, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
@@ -415,9 +431,9 @@ mod tests {
     }
 
     impl PutRecords for Down {
-        async fn put_records(&self, _records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+        async fn put_records(&self, _records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
             *self.calls.lock().unwrap() += 1;
-            Err(SinkError::Request { message: "connection reset".into(), transient: true })
+            Err(SinkError::Request { message: "connection reset".into(), transient: true }.into())
         }
     }
 
@@ -430,7 +446,13 @@ mod tests {
             .await
             .expect("gave up within 30 s")
             .unwrap_err();
-        assert!(matches!(err, SinkError::NoProgress { failed: 3, total: 3, attempts: 10, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SendError::Kinesis(SinkError::NoProgress { failed: 3, total: 3, attempts: 10, .. })
+            ),
+            "{err}"
+        );
         assert_eq!(*s.inner().calls.lock().unwrap(), 10);
     }
 
@@ -440,7 +462,7 @@ mod tests {
     }
 
     impl PutRecords for Accepting {
-        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SinkError> {
+        async fn put_records(&self, records: &[OutgoingRecord]) -> Result<PutOutcome, SendError> {
             self.calls.lock().unwrap().push(records.len());
             Ok(vec![None; records.len()])
         }

@@ -13,11 +13,11 @@ use std::collections::HashSet;
 use crate::stop::StopToken;
 use chrono::NaiveDateTime;
 
-use crate::app::{self, AppError};
+use crate::app::{self, AppError, ToolError};
 use crate::cli::ConfigArgs;
 use crate::db::DbError;
 use crate::domain::{Cursor, Reservation, format_date_time};
-use crate::pipeline::{RunOptions, Stages};
+use crate::pipeline::RunOptions;
 use crate::progress::TerminalProgress;
 use crate::sink::{Kinesis, Sender};
 use crate::source::ReservationSource;
@@ -145,30 +145,23 @@ pub async fn backfill(
         }
         (Some(store), HashSet::new())
     };
-    let progress = match TerminalProgress::on_terminal(None) {
-        Some(_) => {
-            let total = connected.envisionware.count_after(start_of(from), Some(to)).await.ok();
-            TerminalProgress::on_terminal(total)
-        }
-        None => None,
-    };
+    let progress = TerminalProgress::counting(async {
+        connected.envisionware.count_after(start_of(from), Some(to)).await.ok()
+    })
+    .await;
     let retries = crate::retry::RetryCount::default();
-    let mut stages = Stages {
-        source: Skipping { inner: Bounded::new(connected.envisionware.counting(&retries), to), skip },
-        sierra: connected.sierra.counting(&retries),
-        redshift: connected.redshift.counting(&retries),
+    let sender = Sender::new(
+        Kinesis::new(&sdk, aws.target(), settings.kinesis_stream_arn.clone()),
+        settings.retry,
+        settings.kinesis_records_per_second,
+    );
+    let mut stages = connected.into_stages(
+        &retries,
+        |ew| Skipping { inner: Bounded::new(ew, to), skip },
         store,
-        sender: Some(
-            Sender::new(
-                Kinesis::new(&sdk, aws.target(), settings.kinesis_stream_arn.clone()),
-                settings.retry,
-                settings.kinesis_records_per_second,
-            )
-            .counting(&retries),
-        ),
+        Some(sender),
         pseudonymizer,
-        encoder: connected.encoder,
-    };
+    );
     let stop = StopToken::with_grace(settings.stop_timeout);
     stop.listen_for_signals();
     // The retention watchdog does not apply: `Bounded` does not report retention, as a
@@ -210,7 +203,7 @@ async fn already_on_the_stream(
         let record = connected
             .encoder
             .decode(datum)
-            .map_err(|e| AppError::Tool(format!("backfill --only-missing: {origin}: {e}")))?;
+            .map_err(|source| ToolError::OnStream { origin: origin.to_string(), source })?;
         on_stream.insert(record.key);
         Ok(true)
     };
@@ -229,7 +222,7 @@ async fn already_on_the_stream(
         let rows = range
             .read_after(after, settings.envisionware_batch_size)
             .await
-            .map_err(|e| AppError::Tool(format!("Envisionware: {e}")))?;
+            .map_err(ToolError::Envisionware)?;
         let Some(last) = rows.last() else { break };
         after = last.cursor();
         let short = rows.len() < settings.envisionware_batch_size;

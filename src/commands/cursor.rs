@@ -5,7 +5,7 @@
 use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
-use crate::app::{self, AppError};
+use crate::app::{self, AppError, StartupError, ToolError};
 use crate::cli::{ConfigArgs, OutputFormat};
 use crate::config::Settings;
 use crate::domain::{Cursor, format_date_time};
@@ -143,7 +143,7 @@ pub async fn show(config: &ConfigArgs, format: OutputFormat) -> Result<(), AppEr
     };
     let source = app::connect_envisionware(&settings, &settings.retry).await?;
     let from = cursor.or(settings.start_cursor).unwrap_or_else(Cursor::default_start);
-    let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
+    let envisionware = ToolError::Envisionware;
     let behind = source.count_after(from, None).await.map_err(envisionware)?;
     let newest = source.newest().await.map_err(envisionware)?;
     let late = match store.late_window() {
@@ -190,13 +190,11 @@ pub async fn set(
     let from = current.or(settings.start_cursor);
     if let Some(from) = from.filter(|f| target > *f) {
         let source = app::connect_envisionware(&settings, &settings.retry).await?;
-        let envisionware = |e| AppError::Tool(format!("Envisionware: {e}"));
+        let envisionware = ToolError::Envisionware;
         let skipped = source.count_after(from, None).await.map_err(envisionware)?
             - source.count_after(target, None).await.map_err(envisionware)?;
         if skipped > 0 && !force {
-            return Err(AppError::Tool(format!(
-                "cursor set: moving forward would skip {skipped} reservation(s) that were never sent; add --force to skip them on purpose"
-            )));
+            return Err(ToolError::WouldSkip(skipped).into());
         }
         if skipped > 0 {
             tracing::warn!(skipped, "moving the cursor past reservations that were never sent (--force)");
@@ -211,27 +209,26 @@ pub async fn set(
         eprint!("Move {location} from {before} to {after}? Type yes to confirm: ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| AppError::Startup(format!("cannot read standard input: {e}")))?;
+        std::io::stdin().lock().read_line(&mut answer).map_err(StartupError::Stdin)?;
         if !answer.ends_with('\n') {
             // End of input (a script, a closed pipe): end the prompt's line, so the next
             // line on standard error starts on its own.
             eprintln!();
         }
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Err(AppError::Tool("cursor set: not confirmed; the cursor is unchanged".into()));
+            return Err(ToolError::NotConfirmed.into());
         }
     }
     match unreadable {
         None => store.save(target).await?,
         Some(StateError::Unreadable { message, .. }) => {
             if !store.create(target).await? {
-                return Err(AppError::Tool(format!(
-                    "cursor set: {location} exists but this role cannot read it ({message}): it needs s3:GetObject on {}; the cursor is unchanged",
-                    crate::permissions::s3_object_arn(&settings.s3_bucket, &settings.s3_resource)
-                )));
+                return Err(ToolError::CursorUnreadable {
+                    location: location.clone(),
+                    message,
+                    object_arn: crate::permissions::s3_object_arn(&settings.s3_bucket, &settings.s3_resource),
+                }
+                .into());
             }
         }
         Some(other) => return Err(other.into()),

@@ -8,7 +8,7 @@ use std::path::Path;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use base64::Engine as _;
 
-use crate::app::AppError;
+use crate::app::{AppError, StartupError, ToolError};
 use crate::cli::ConfigArgs;
 use crate::config::{RawConfig, variables};
 use crate::encode::fetch_encoder;
@@ -84,10 +84,11 @@ pub async fn decode(config: &ConfigArgs, from: DecodeFrom, limit: Option<u64>) -
     let mut out = stdout.lock();
     let mut printed = 0u64;
     let mut print = |datum: &[u8], origin: &dyn std::fmt::Display| -> Result<bool, AppError> {
-        let record = encoder.decode(datum).map_err(|e| AppError::Tool(format!("decode: {origin}: {e}")))?;
-        let line = serde_json::to_string(&record).map_err(|e| AppError::Tool(format!("decode: {e}")))?;
-        writeln!(out, "{line}")
-            .map_err(|e| AppError::Startup(format!("cannot write to standard output: {e}")))?;
+        let record = encoder
+            .decode(datum)
+            .map_err(|source| ToolError::Decode { origin: origin.to_string(), source })?;
+        let line = serde_json::to_string(&record).map_err(ToolError::Json)?;
+        writeln!(out, "{line}").map_err(StartupError::Stdout)?;
         printed += 1;
         Ok(limit.is_none_or(|l| printed < l))
     };
@@ -118,17 +119,17 @@ fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
         let read = (&mut reader)
             .take(LINE_MAX_BYTES as u64 + 1)
             .read_until(b'\n', &mut line)
-            .map_err(|e| AppError::Tool(format!("decode: {}: {e}", path.display())))?;
+            .map_err(|source| ToolError::ReadFile { path: path.display().to_string(), source })?;
         if read == 0 {
             break;
         }
         if line.len() > LINE_MAX_BYTES {
-            return Err(AppError::Tool(format!(
-                "decode: {} line {}: longer than {LINE_MAX_BYTES} bytes, the base64 of a {}-byte datum",
-                path.display(),
-                n + 1,
-                crate::encode::DATUM_MAX_BYTES
-            )));
+            return Err(ToolError::LineTooLong {
+                path: path.display().to_string(),
+                line: n + 1,
+                max_bytes: LINE_MAX_BYTES,
+            }
+            .into());
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim();
@@ -138,7 +139,7 @@ fn from_file(path: &Path, print: &mut PrintDatum<'_>) -> Result<(), AppError> {
         let origin = format!("{} line {}", path.display(), n + 1);
         let datum = base64::engine::general_purpose::STANDARD
             .decode(text)
-            .map_err(|e| AppError::Tool(format!("decode: {origin}: not base64 ({e})")))?;
+            .map_err(|source| ToolError::NotBase64 { origin: origin.clone(), source })?;
         if !print(&datum, &origin)? {
             break;
         }
@@ -156,7 +157,7 @@ pub(crate) async fn from_stream(
     print: &mut PrintDatum<'_>,
 ) -> Result<(), AppError> {
     let kinesis = aws_sdk_kinesis::Client::new(sdk);
-    let fail = |e: String| AppError::Tool(format!("Kinesis: {e}"));
+    let fail = ToolError::Kinesis;
     let shards = kinesis
         .list_shards()
         .stream_arn(arn)

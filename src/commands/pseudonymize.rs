@@ -3,7 +3,7 @@
 
 use std::io::{BufRead as _, Write as _};
 
-use crate::app::{self, AppError};
+use crate::app::{self, AppError, StartupError};
 use crate::pseudonym::{Kernel, measure_single_core, pseudonym};
 
 /// `pseudonymize`: the pseudonym of each value given, else of each line of standard input,
@@ -14,10 +14,10 @@ pub async fn pseudonymize(config: &crate::cli::ConfigArgs, values: Vec<String>) 
     let salt = app::load_salt(raw).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let write_err = |e: std::io::Error| AppError::Startup(format!("cannot write to standard output: {e}"));
+    let write_err = StartupError::Stdout;
     if values.is_empty() {
         for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|e| AppError::Startup(format!("cannot read standard input: {e}")))?;
+            let line = line.map_err(StartupError::Stdin)?;
             writeln!(out, "{}", pseudonym(&salt, line.trim_end_matches('\r').as_bytes()))
                 .map_err(write_err)?;
         }
@@ -33,11 +33,9 @@ pub async fn pseudonymize(config: &crate::cli::ConfigArgs, values: Vec<String>) 
 pub fn bench_hash(cost: u32, kernel: Option<&str>, seconds: f64) -> Result<(), AppError> {
     let kernel = match kernel {
         None => Kernel::DEFAULT,
-        Some(k) => Kernel::parse(k).ok_or_else(|| {
-            AppError::Startup(format!("unknown kernel {k:?}: crate, lanes1, lanes2, lanes3 or lanes4"))
-        })?,
+        Some(k) => Kernel::parse(k).ok_or_else(|| StartupError::UnknownKernel(k.to_string()))?,
     };
-    let rate = measure_single_core(kernel, cost, seconds).map_err(|e| AppError::Startup(e.to_string()))?;
+    let rate = measure_single_core(kernel, cost, seconds).map_err(StartupError::Bench)?;
     println!(
         "{{\"kernel\": \"{kernel:?}\", \"cost\": {cost}, \"hashes\": {}, \"seconds\": {:.3}, \"hashes_per_second\": {:.1}}}",
         rate.hashes,

@@ -6,7 +6,7 @@
 
 use chrono::NaiveDate;
 
-use crate::app::{self, AppError};
+use crate::app::{self, AppError, ToolError};
 use crate::cli::{ConfigArgs, OutputFormat, ReconcileDay};
 #[cfg(test)]
 use crate::enrich::redshift::pc_reserve_table;
@@ -88,7 +88,7 @@ pub async fn reconcile(
 ) -> Result<(), AppError> {
     let raw = super::gather_and_log(config, &config.source(None))?;
     let (settings, _, _) = app::load(raw).await?;
-    let ew_error = |e| AppError::Tool(format!("Envisionware: {e}"));
+    let ew_error = ToolError::Envisionware;
     let source = app::connect_envisionware(&settings, &settings.retry).await?;
     let date = match day {
         ReconcileDay::On(date) => date,
@@ -100,8 +100,10 @@ pub async fn reconcile(
     let warehouse = app::connect_redshift(&settings).await?;
     let envisionware = source.count_on(date).await.map_err(ew_error)?;
     let table = warehouse.pc_reserve_table();
-    let (rows, keys) =
-        warehouse.count_sent_on(date).await.map_err(|e| AppError::Tool(format!("Redshift: {table}: {e}")))?;
+    let (rows, keys) = warehouse
+        .count_sent_on(date)
+        .await
+        .map_err(|source| ToolError::Redshift { table: table.clone(), source })?;
     let report = Reconciliation { date, envisionware, warehouse_rows: rows, warehouse_keys: keys, table };
     match format {
         OutputFormat::Text => println!("{report}"),

@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::domain::Cursor;
 use crate::dry_run::{DryRunFormat, FileSink};
 use crate::metrics;
-use crate::pipeline::{ProgressHook, RunError, RunOptions, RunSummary, Stages};
+use crate::pipeline::{ProgressHook, RunError, RunOptions, RunSummary};
 use crate::progress::TerminalProgress;
 use crate::retry::RetryPolicy;
 use crate::sink::Sender;
@@ -77,17 +77,13 @@ async fn once(
     environment: &str,
     stop: StopToken,
 ) -> Result<RunSummary, AppError> {
-    let progress = match TerminalProgress::on_terminal(None) {
-        Some(_) => {
-            let start = start_cursor(settings, sdk, aws).await.ok().flatten();
-            let total = match start {
-                Some(c) => backlog(settings, c).await,
-                None => None,
-            };
-            TerminalProgress::on_terminal(total)
+    let progress = TerminalProgress::counting(async {
+        match start_cursor(settings, sdk, aws).await.ok().flatten() {
+            Some(c) => backlog(settings, c).await,
+            None => None,
         }
-        None => None,
-    };
+    })
+    .await;
     let hook = progress.as_ref().map(TerminalProgress::hook);
     let result = if args.dry_run {
         let output = args.output.clone().unwrap_or_else(|| default_output(args.format));
@@ -184,16 +180,9 @@ pub(crate) async fn dry_run(
     let sink = FileSink::create(&encoder, format, output)?;
     let pseudonymizer = app::pseudonymizer(settings)?;
     let options = RunOptions { start_cursor: Some(start), progress, stop, ..app::run_options(settings) };
-    let retries = &options.retries;
-    let mut stages = Stages {
-        source: connected.envisionware.counting(retries),
-        sierra: connected.sierra.counting(retries),
-        redshift: connected.redshift.counting(retries),
-        store: None::<S3CursorStore>,
-        sender: Some(Sender::new(sink, RetryPolicy::none(), 0).counting(retries)),
-        pseudonymizer,
-        encoder: connected.encoder,
-    };
+    let sender = Sender::new(sink, RetryPolicy::none(), 0);
+    let mut stages =
+        connected.into_stages(&options.retries, |ew| ew, None::<S3CursorStore>, Some(sender), pseudonymizer);
     let result = crate::pipeline::run(&mut stages, &options).await;
     if let Some(sender) = &stages.sender {
         sender.inner().finish()?;
