@@ -23,23 +23,26 @@ struct TlsServer {
     other_ca: PathBuf,
 }
 
-/// Starts the TLS server (idempotent; quick when it already runs) and reads its address.
+/// Starts the TLS PostgreSQL server (idempotent; quick when it already runs) and reads its address.
 fn tls_server() -> TlsServer {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-stack/tls-postgres.sh");
-    let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
+    started_tls_server("tls-postgres.sh", "PG")
+}
+
+/// Runs `scripts/local-stack/<script> up` (idempotent; quick when the server already
+/// runs) and reads the port and CA files it exports as `PCR_TEST_TLS_<KIND>_*`.
+fn started_tls_server(script: &str, kind: &str) -> TlsServer {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-stack").join(script);
+    let out = crate::process::output_within(Command::new(path).arg("up"), Duration::from_secs(300));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "tls-postgres.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
-    let var = |name: &str| -> String {
+    assert!(out.status.success(), "{script} up failed: {}", String::from_utf8_lossy(&out.stderr));
+    let var = |suffix: &str| -> String {
+        let name = format!("PCR_TEST_TLS_{kind}_{suffix}");
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("export {name}=")))
             .unwrap_or_else(|| panic!("{name} not in {text}"))
             .to_string()
     };
-    TlsServer {
-        port: var("PCR_TEST_TLS_PG_PORT").parse().unwrap(),
-        ca: var("PCR_TEST_TLS_PG_CA").into(),
-        other_ca: var("PCR_TEST_TLS_PG_OTHER_CA").into(),
-    }
+    TlsServer { port: var("PORT").parse().unwrap(), ca: var("CA").into(), other_ca: var("OTHER_CA").into() }
 }
 
 fn db(server: &TlsServer, host: &str, mode: SslMode, ca: Option<&Path>) -> DbSettings {
@@ -460,21 +463,7 @@ async fn check_shows_the_negotiated_tls_and_a_run_warns_for_each_unverified_data
 /// The TLS MariaDB server's port and CA files (`scripts/local-stack/tls-mariadb.sh`,
 /// started here when it is not running).
 fn tls_mariadb() -> TlsServer {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-stack/tls-mariadb.sh");
-    let out = crate::process::output_within(Command::new(script).arg("up"), Duration::from_secs(300));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "tls-mariadb.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
-    let var = |name: &str| -> String {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-            .unwrap_or_else(|| panic!("{name} not in {text}"))
-            .to_string()
-    };
-    TlsServer {
-        port: var("PCR_TEST_TLS_MY_PORT").parse().unwrap(),
-        ca: var("PCR_TEST_TLS_MY_CA").into(),
-        other_ca: var("PCR_TEST_TLS_MY_OTHER_CA").into(),
-    }
+    started_tls_server("tls-mariadb.sh", "MY")
 }
 
 /// Connects as Envisionware would and asks the session what it negotiated.
