@@ -11,12 +11,12 @@
 # client can reach it under an address the certificate does not name. TLS is offered but
 # not required, so `disable` and `prefer` can be tested too. The user `pcr` (password
 # `pcr-tls`) may do anything. PCR_TLS_MY_DIR (default /tmp/pcr-tls-mariadb) and
-# PCR_TLS_MY_PORT (default 33306) move it. Needs the MariaDB server (scripts/local-stack.sh
+# PCR_TLS_MY_PORT (default 23306, below the ephemeral port range 32768-60999 that the tests' own client sockets and loopback servers draw from) move it. Needs the MariaDB server (scripts/local-stack.sh
 # up installs it) and the openssl CLI.
 set -euo pipefail
 
 DIR="${PCR_TLS_MY_DIR:-/tmp/pcr-tls-mariadb}"
-PORT="${PCR_TLS_MY_PORT:-33306}"
+PORT="${PCR_TLS_MY_PORT:-23306}"
 SOCK="$DIR/mysqld.sock"
 
 die() { echo "tls-mariadb.sh: $*" >&2; exit 1; }
